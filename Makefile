@@ -1,0 +1,30 @@
+# make demo: set up .venv, then preprocess, train and evaluate MACH on the bundled Delicious data.
+# make test: set up .venv, then run the test suite.
+# On a GPU machine: make demo REQUIREMENTS=requirements-gpu.txt
+PYTHON ?= python3
+REQUIREMENTS ?= requirements.txt
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): $(REQUIREMENTS) requirements-dev.txt setup.py pyproject.toml $(wildcard src/util/*.pyx src/util/*.h)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python preprocess.py --dataset delicious
+	$(BIN)/python train.py --dataset delicious
+	$(BIN)/python evaluate.py --dataset delicious
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info src/mach/*.so work

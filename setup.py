@@ -1,0 +1,52 @@
+"""Installs the `mach` library from src/mach and builds the merge kernel from src/util.
+
+    pip install -e .            # CPU (tensorflow-cpu)
+    pip install -e .[gpu]       # GPU machines: the CUDA `tensorflow` build instead
+"""
+
+import sys
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, find_packages, setup
+
+# OpenMP flags per compiler family; MSVC spells them differently.
+if sys.platform == "win32":
+    compile_args, link_args = ["/O2", "/openmp"], []
+elif sys.platform == "darwin":
+    compile_args, link_args = ["-O3", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
+else:
+    compile_args, link_args = ["-O3", "-fopenmp", "-std=c++17"], ["-fopenmp"]
+
+kernel = Extension(
+    "mach._gather_batch",
+    sources=["src/util/gather_batch.pyx"],
+    include_dirs=[numpy.get_include(), "src/util"],
+    language="c++",
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+)
+
+setup(
+    name="mach-tf2",
+    version="0.1.0",
+    description="MACH (Merged-Average Classifiers via Hashing) extreme classification in TensorFlow 2",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    ext_modules=cythonize([kernel], language_level=3),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy==2.4.6",
+        "scipy==1.17.1",
+        "scikit-learn==1.9.1",
+        "matplotlib==3.11.2",
+        "tensorboard==2.21.0",
+    ],
+    extras_require={
+        # One of the two TensorFlow builds; the Makefile installs `cpu` by default.
+        "cpu": ["tensorflow-cpu==2.21.0"],
+        "gpu": ["tensorflow[and-cuda]==2.21.0"],
+        "test": ["pytest==9.2.0"],
+    },
+)

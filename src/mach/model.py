@@ -1,0 +1,86 @@
+"""One MACH repetition: sparse input -> ReLU hidden layers -> B bucket logits, and its two losses."""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+
+def repetition_seed(seed: int, r: int, *salt: int) -> int:
+    """A 31-bit seed for (run seed, repetition, salt...), the same whichever process trains r."""
+    value = seed
+    for part in (r, *salt):
+        value = (value * 1_000_003 + part + 1) % (2**31 - 1)
+    return value
+
+
+class MachNet(tf.Module):
+    """Feed-forward net of one repetition.  Initialisation depends only on (seed, r)."""
+
+    def __init__(self, input_dim: int, hidden: tuple[int, ...], B: int, dropout: float, seed: int, r: int):
+        super().__init__(name=f"mach_r{r:02d}")
+        self.dropout, self.dropout_seed = dropout, repetition_seed(seed, r, 7)
+        sizes = [input_dim, *hidden, B]
+        self.weights_, self.biases = [], []
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            limit = math.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform
+            init = tf.random.stateless_uniform(
+                [fan_in, fan_out], seed=[repetition_seed(seed, r), layer], minval=-limit, maxval=limit
+            )
+            self.weights_.append(tf.Variable(init, name=f"w{layer}"))  # [fan_in, fan_out] float32
+            self.biases.append(tf.Variable(tf.zeros([fan_out]), name=f"b{layer}"))  # [fan_out] float32
+
+    def __call__(self, inputs: tf.SparseTensor, step: tf.Tensor | None = None) -> tf.Tensor:
+        """Sparse [batch, input_dim] -> logits [batch, B].  A step turns on dropout (seeded by it)."""
+        x = tf.sparse.sparse_dense_matmul(inputs, self.weights_[0]) + self.biases[0]
+        for layer in range(1, len(self.weights_)):
+            x = tf.nn.relu(x)
+            if step is not None and self.dropout > 0:
+                # Stateless dropout: a resumed run draws the same masks as an uninterrupted one.
+                seed = tf.stack([tf.constant(self.dropout_seed + layer, tf.int64), tf.cast(step, tf.int64)])
+                x = tf.nn.experimental.stateless_dropout(x, self.dropout, seed=seed)
+            x = tf.matmul(x, self.weights_[layer]) + self.biases[layer]
+        return x
+
+    def n_params(self) -> int:
+        return int(sum(v.shape.num_elements() for v in self.trainable_variables))
+
+
+def bucket_loss(logits: tf.Tensor, targets: tf.Tensor, loss: str) -> tf.Tensor:
+    """Mean loss over rows with at least one label.  targets: bucket multi-hot [batch, B], 0/1.
+
+    softmax: cross-entropy against the multi-hot normalised to sum 1 (the paper).
+    bce: sigmoid cross-entropy summed over buckets (what the official code trains).
+    Rows without labels get weight 0 (the input pipeline also drops them).
+    """
+    n_pos = tf.reduce_sum(targets, axis=1)  # [batch]
+    weight = tf.cast(n_pos > 0, tf.float32)
+    if loss == "softmax":
+        per_row = tf.nn.softmax_cross_entropy_with_logits(labels=targets / tf.maximum(n_pos, 1.0)[:, None], logits=logits)
+    elif loss == "bce":
+        per_row = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=1)
+    else:
+        raise ValueError(f"loss={loss!r}: expected 'softmax' or 'bce'")
+    return tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+
+
+class Adam(tf.Module):
+    """Adam (Kingma & Ba 2015) over one repetition's variables; its state lives in tf.Variables so that
+    tf.train.Checkpoint saves and restores it with the model."""
+
+    def __init__(self, variables: list[tf.Variable], lr: float, beta1=0.9, beta2=0.999, epsilon=1e-7):
+        super().__init__(name="adam")
+        self.lr, self.beta1, self.beta2, self.epsilon = lr, beta1, beta2, epsilon
+        self.iterations = tf.Variable(0, dtype=tf.int64, name="iterations")
+        self.m = [tf.Variable(tf.zeros_like(v), name="m") for v in variables]
+        self.v = [tf.Variable(tf.zeros_like(v), name="v") for v in variables]
+
+    def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
+        self.iterations.assign_add(1)
+        t = tf.cast(self.iterations, tf.float32)
+        step = self.lr * tf.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
+        for g, var, m, v in zip(grads, variables, self.m, self.v):
+            m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
+            v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
+            var.assign_sub(step * m / (tf.sqrt(v) + self.epsilon))

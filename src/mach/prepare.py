@@ -1,0 +1,241 @@
+"""Preprocessing: XC-repo text -> TFRecords, and the R label/feature lookups, each with a manifest.
+
+Manifests record what shaped the outputs (source checksums, split, sizes, B, seeds) and the checksums of
+what was written.  A re-run with the same inputs is a no-op; later steps refuse outputs whose manifest
+disagrees with their config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from mach import hashing
+from mach.data import Progress, ShardedWriter
+from mach.files import read_json, replace_dir, save_npy_atomic, save_npz_atomic, sha256_file, write_json_atomic
+from mach.xcformat import DataFormatError, iter_rows, read_header, read_split, resolve_sizes
+
+MANIFEST = "manifest.json"
+TFRECORD_FORMAT = 1  # bump when the writer changes, so older TFRecords are rewritten
+LABEL_COUNTS = "train_label_counts.npy"  # [K] int64: training rows per label, for propensity-scored metrics
+LOOKUP_FORMAT = "murmurhash3_32(id, seed=hash_seed+r) % modulus, sklearn signed, floor modulo"
+
+
+def _source_files(cfg) -> dict[str, Path]:
+    if cfg.data_file is not None:
+        if cfg.train_split_file is None or cfg.test_split_file is None:
+            raise ValueError("data_file needs train_split_file and test_split_file (the repository's *_trSplit.txt / *_tstSplit.txt)")
+        names = ["data_file", "train_split_file", "test_split_file"]
+    elif cfg.train_file is not None and cfg.test_file is not None:
+        names = ["train_file", "test_file"]
+    else:
+        raise ValueError(
+            f"dataset {cfg.name!r} has no data files: pass --set train_file=PATH --set test_file=PATH, "
+            "or --set data_file=PATH with train_split_file/test_split_file"
+        )
+    files = {name: cfg.resolve(getattr(cfg, name)) for name in names}
+    for name, path in files.items():
+        if not path.is_file():
+            raise FileNotFoundError(f"{name} not found: {path} (set data_dir or --set {name}=PATH)")
+    return files
+
+
+def data_inputs(cfg) -> dict:
+    """What determines the TFRecords: the source files' contents, the split column and the sizes."""
+    files = _source_files(cfg)
+    inputs = {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()}
+    header = read_header(files.get("data_file", files.get("train_file")))
+    n_features, n_classes = resolve_sizes(files.get("data_file", files.get("train_file")), header, cfg.n_features, cfg.n_classes)
+    inputs.update(n_features=n_features, n_classes=n_classes, format=TFRECORD_FORMAT)
+    if "data_file" in files:
+        inputs["split"] = cfg.split
+    return inputs
+
+
+def _count_rows(path: Path) -> int:
+    header = read_header(path)
+    if header is not None:
+        return header.n_rows
+    return sum(1 for _ in iter_rows(path, np.iinfo(np.int64).max, np.iinfo(np.int64).max))
+
+
+def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
+    """Stream the data file once, sending each row to the train or the test TFRecords (file order)."""
+    data_path = Path(inputs["data_file"]["path"])
+    n_rows = _count_rows(data_path)
+    assignment = np.zeros(n_rows, dtype=np.int8)  # [N] 0 = unused, 1 = train, 2 = test
+    for code, name in [(1, "train_split_file"), (2, "test_split_file")]:
+        ids = read_split(Path(inputs[name]["path"]), cfg.split, n_rows)
+        clash = ids[assignment[ids] != 0]
+        if clash.size:
+            raise DataFormatError(Path(inputs[name]["path"]), None, f"row {clash[0] + 1} is in both the train and the test split", "disjoint splits")
+        assignment[ids] = code
+    writers = {code: ShardedWriter(tmp_dir, name, cfg.rows_per_shard, inputs["n_classes"]) for code, name in [(1, "train"), (2, "test")]}
+    progress = Progress("tfrecords", log)
+    for i, row in enumerate(iter_rows(data_path, inputs["n_features"], inputs["n_classes"])):
+        if assignment[i]:
+            writers[assignment[i]].write(row.labels, row.feat_idx, row.feat_val)
+        progress.tick()
+    save_npy_atomic(tmp_dir / LABEL_COUNTS, writers[1].label_counts)
+    return {"train": writers[1].close(), "test": writers[2].close()}
+
+
+def _write_train_test_files(cfg, inputs, tmp_dir: Path, log) -> dict:
+    splits = {}
+    for split in ["train", "test"]:
+        path = Path(inputs[f"{split}_file"]["path"])
+        header = read_header(path)
+        resolve_sizes(path, header, inputs["n_features"], inputs["n_classes"])  # both files must agree
+        writer = ShardedWriter(tmp_dir, split, cfg.rows_per_shard, inputs["n_classes"])
+        progress = Progress(f"tfrecords_{split}", log)
+        for row in iter_rows(path, inputs["n_features"], inputs["n_classes"]):
+            writer.write(row.labels, row.feat_idx, row.feat_val)
+            progress.tick()
+        if split == "train":
+            save_npy_atomic(tmp_dir / LABEL_COUNTS, writer.label_counts)
+        splits[split] = writer.close()
+    return splits
+
+
+def prepare_tfrecords(cfg, log) -> dict:
+    """Write train/test TFRecords unless an up-to-date copy exists.  Returns the data manifest."""
+    out_dir = cfg.tfrecord_dir()
+    inputs = data_inputs(cfg)
+    manifest_path = out_dir / MANIFEST
+    if manifest_path.exists():
+        manifest = read_json(manifest_path)
+        if manifest["inputs"] == inputs and _shards_intact(out_dir, manifest):
+            log(f"tfrecords=up_to_date dir={out_dir}")
+            return manifest
+        log(f"tfrecords=stale dir={out_dir} (the source data or sizes changed): rewriting")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Everything goes to a temporary directory that replaces the old one only once complete.
+    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    tmp_dir.mkdir()
+    try:
+        write = _write_split_files if "data_file" in inputs else _write_train_test_files
+        splits = write(cfg, inputs, tmp_dir, log)
+        for split in splits.values():
+            split["sizes"] = {name: (tmp_dir / name).stat().st_size for name in split["shards"]}
+        manifest = {"inputs": inputs, **splits}
+        write_json_atomic(tmp_dir / MANIFEST, manifest)
+        replace_dir(tmp_dir, out_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return manifest
+
+
+def _shards_intact(out_dir: Path, manifest: dict) -> bool:
+    return all(
+        (out_dir / name).is_file() and (out_dir / name).stat().st_size == size
+        for split in ["train", "test"]
+        for name, size in manifest[split]["sizes"].items()
+    )
+
+
+def load_data_manifest(cfg) -> dict:
+    path = cfg.tfrecord_dir() / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"no TFRecords at {cfg.tfrecord_dir()}; run `python preprocess.py --dataset {cfg.name}` first")
+    return read_json(path)
+
+
+def with_data_sizes(cfg, data_manifest: dict):
+    """The config with n_features/n_classes filled from the data; a disagreement means stale outputs."""
+    for name in ["n_features", "n_classes"]:
+        configured, found = getattr(cfg, name), data_manifest["inputs"][name]
+        if configured is not None and configured != found:
+            raise ValueError(
+                f"{cfg.tfrecord_dir()} was built with {name}={found} but the config says {configured}; "
+                f"re-run `python preprocess.py` with this config"
+            )
+    return dataclasses.replace(cfg, n_features=data_manifest["inputs"]["n_features"], n_classes=data_manifest["inputs"]["n_classes"])
+
+
+def lookup_identity(cfg) -> dict:
+    """The config values that determine the lookups (R only says how many exist)."""
+    return {
+        "B": cfg.B,
+        "hash_seed": cfg.hash_seed,
+        "n_classes": cfg.n_classes,
+        "n_features": cfg.n_features,
+        "feat_hash_dim": cfg.feat_hash_dim,
+        "hash": LOOKUP_FORMAT,
+    }
+
+
+def _lookup_arrays(cfg, r: int) -> dict[Path, dict[str, np.ndarray]]:
+    seed = cfg.hash_seed_for(r)
+    label_to_bucket = hashing.build_label_lookup(cfg.n_classes, cfg.B, seed)  # [K] int32
+    bucket_offsets, bucket_labels = hashing.invert_lookup(label_to_bucket, cfg.B)
+    arrays = {
+        cfg.label_lookup_path(r): {"label_to_bucket": label_to_bucket},
+        cfg.inverse_lookup_path(r): {"bucket_offsets": bucket_offsets, "bucket_labels": bucket_labels},
+    }
+    if cfg.feat_hash_dim is not None:
+        arrays[cfg.feature_lookup_path(r)] = {"feature_to_slot": hashing.build_feature_lookup(cfg.n_features, cfg.feat_hash_dim, seed)}
+    return arrays
+
+
+def prepare_lookups(cfg, log) -> dict:
+    """Write the lookups of repetitions 0..R-1 that are missing.  Returns the lookup manifest."""
+    manifest_path = cfg.lookup_dir() / MANIFEST
+    identity = lookup_identity(cfg)
+    manifest = {"identity": identity, "files": {}}
+    if manifest_path.exists():
+        manifest = read_json(manifest_path)
+        if manifest["identity"] != identity:
+            raise ValueError(
+                f"lookups in {cfg.lookup_dir()} were built for {manifest['identity']}, not {identity}; "
+                f"the dataset changed under the same name: remove {cfg.run_dir()} or pass --set tag=NEW_NAME"
+            )
+    written = 0
+    for r in range(cfg.R):
+        expected = [p.name for p in _lookup_paths(cfg, r)]
+        if all(name in manifest["files"] and (cfg.lookup_dir() / name).is_file() for name in expected):
+            continue
+        for path, arrays in _lookup_arrays(cfg, r).items():
+            if path.suffix == ".npy":
+                save_npy_atomic(path, next(iter(arrays.values())))
+            else:
+                save_npz_atomic(path, **arrays)
+            manifest["files"][path.name] = sha256_file(path)
+        written += 1
+        # The manifest follows each repetition, so an interrupted run keeps what it finished.
+        write_json_atomic(manifest_path, manifest)
+    log(f"lookups=written repetitions={written} up_to_date={cfg.R - written} dir={cfg.lookup_dir()}")
+    return manifest
+
+
+def _lookup_paths(cfg, r: int) -> list[Path]:
+    paths = [cfg.label_lookup_path(r), cfg.inverse_lookup_path(r)]
+    return paths + ([cfg.feature_lookup_path(r)] if cfg.feat_hash_dim is not None else [])
+
+
+def load_lookups(cfg, r: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """label_to_bucket [K] int32, feature_to_slot [D] int32 or None, and the label lookup's sha256.
+
+    Refuses lookups missing, built for another config, or changed on disk since preprocessing.
+    """
+    manifest_path = cfg.lookup_dir() / MANIFEST
+    fix = f"run `python preprocess.py --dataset {cfg.name}` with the same --set options"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"no lookups at {cfg.lookup_dir()}; {fix}")
+    manifest = read_json(manifest_path)
+    if manifest["identity"] != lookup_identity(cfg):
+        raise ValueError(f"lookups in {cfg.lookup_dir()} were built for {manifest['identity']}, not {lookup_identity(cfg)}; {fix}")
+    loaded = []
+    for path in [cfg.label_lookup_path(r), cfg.feature_lookup_path(r) if cfg.feat_hash_dim is not None else None]:
+        if path is None:
+            loaded.append(None)
+            continue
+        if path.name not in manifest["files"] or not path.is_file():
+            raise FileNotFoundError(f"no lookup for r={r} at {path}; {fix} (R must cover r={r})")
+        if sha256_file(path) != manifest["files"][path.name]:
+            raise ValueError(f"{path} does not match its checksum in {manifest_path}: it changed after preprocessing; {fix}")
+        loaded.append(np.load(path))
+    return loaded[0], loaded[1], manifest["files"][cfg.label_lookup_path(r).name]

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny synthetic dataset in the repository format, and a config pointing at it."""
+
+import dataclasses
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import config
+
+N_FEATURES, N_CLASSES = 30, 50
+
+
+def make_rows(n_rows: int, seed: int) -> list[tuple[list[int], dict[int, float]]]:
+    """Learnable rows: label l lights up features l % 30 and (3l+1) % 30, plus one noise feature."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n_rows):
+        labels = sorted(set(rng.choice(N_CLASSES, size=rng.integers(1, 4), replace=False).tolist()))
+        feats: dict[int, float] = {}
+        for label in labels:
+            for f in (label % N_FEATURES, (3 * label + 1) % N_FEATURES):
+                feats[f] = feats.get(f, 0.0) + 1.0
+        feats[int(rng.integers(N_FEATURES))] = 0.5
+        rows.append((labels, feats))
+    return rows
+
+
+def format_rows(rows, header: bool = True) -> str:
+    lines = [f"{len(rows)} {N_FEATURES} {N_CLASSES}"] if header else []
+    for labels, feats in rows:
+        lines.append(",".join(map(str, labels)) + " " + " ".join(f"{i}:{v:g}" for i, v in sorted(feats.items())))
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def tiny_files(tmp_path: Path) -> dict[str, Path]:
+    """64 training rows and 32 test rows; the test file is gzipped."""
+    train, test = tmp_path / "tiny_train.txt", tmp_path / "tiny_test.txt.gz"
+    train.write_text(format_rows(make_rows(64, seed=1)))
+    with gzip.open(test, "wt") as f:
+        f.write(format_rows(make_rows(32, seed=2)))
+    return {"train": train, "test": test}
+
+
+@pytest.fixture
+def tiny_cfg(tiny_files, tmp_path: Path) -> config.Config:
+    return dataclasses.replace(
+        config.BASE, name="tiny", train_file=str(tiny_files["train"]), test_file=str(tiny_files["test"]),
+        work_dir=str(tmp_path / "work"), B=8, R=2, hidden=(16,), batch_size=16, epochs=2, top_k=5,
+        eval_batch_size=16, threads=1,
+    )
+
+
+def quiet(*_args) -> None:
+    """A log function that drops messages."""
