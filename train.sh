@@ -115,7 +115,7 @@ for (( j = 0; j < slots; j++ )); do
   flags=(--dataset "$dataset" --work-dir "$work_dir" --repetitions "$first-$last" --set R="$R" --set threads="$threads")
   [ -n "$gpu_mem" ] && flags+=(--set gpu_memory_mb="$gpu_mem")
   [ -n "$resume" ] && flags+=("$resume")
-  echo "$first-$last" > "$job_dir/$name.job"
+  if [ "$last" -gt "$first" ]; then echo "$first-$last"; else echo "$first"; fi > "$job_dir/$name.job"
   # The job script records train.py's own exit code, whatever tee does.
   {
     echo "export CUDA_VISIBLE_DEVICES='$device'"

@@ -1,0 +1,145 @@
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import quiet
+from mach.data import read_rows, rows_to_model_input, tfrecord_files
+from mach.model import MachNet, bucket_loss
+from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
+from mach.training import Repetition, train_repetitions
+
+
+def preprocess(cfg):
+    manifest = prepare_tfrecords(cfg, quiet)
+    cfg = with_data_sizes(cfg, manifest)
+    prepare_lookups(cfg, quiet)
+    return cfg, manifest
+
+
+def test_softmax_loss_by_hand():
+    # Row 0: labels in buckets {0, 2} -> target [0.5, 0, 0.5]; row 1 has no labels and must not count.
+    logits = tf.constant([[1.0, 0.0, 1.0], [5.0, -5.0, 0.0]])
+    targets = tf.constant([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    log_z = math.log(2 * math.e + 1)
+    expected = -(0.5 * (1 - log_z) + 0.5 * (1 - log_z))
+    assert float(bucket_loss(logits, targets, "softmax")) == pytest.approx(expected, rel=1e-6)
+
+
+def test_bce_loss_by_hand():
+    logits = tf.constant([[0.0, 2.0], [1.0, 1.0]])
+    targets = tf.constant([[1.0, 0.0], [0.0, 0.0]])  # second row unlabeled: weight 0
+    expected = math.log(2) + math.log(1 + math.exp(2))  # -log(sigmoid(0)) - log(1 - sigmoid(2))
+    assert float(bucket_loss(logits, targets, "bce")) == pytest.approx(expected, rel=1e-6)
+
+
+def test_pipeline_maps_labels_to_buckets_and_clips_shared_buckets():
+    parsed = {
+        "labels": tf.sparse.from_dense(tf.constant([[1, 3, 4], [0, 0, 0]], tf.int64)),
+        "feat_idx": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], tf.constant([2, 5, 5], tf.int64), [2, 2]),
+        "feat_val": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], [3.0, 4.0, 2.0], [2, 2]),
+    }
+    lookup = tf.constant([0, 2, 1, 2, 0], tf.int32)  # labels 1 and 3 share bucket 2
+    inputs, targets = rows_to_model_input(parsed, lookup, 3, 6, None, "l2")
+    assert targets.numpy().tolist() == [[1, 0, 1], [0, 0, 0]]
+    dense = tf.sparse.to_dense(tf.sparse.reorder(inputs)).numpy()
+    assert dense[0, 2] == pytest.approx(0.6) and dense[0, 5] == pytest.approx(0.8) and dense[1, 5] == 1.0
+
+
+def test_feature_hashing_adds_colliding_features():
+    parsed = {
+        "labels": tf.sparse.from_dense(tf.constant([[1]], tf.int64)),
+        "feat_idx": tf.SparseTensor([[0, 0], [0, 1], [0, 2]], tf.constant([0, 1, 2], tf.int64), [1, 3]),
+        "feat_val": tf.SparseTensor([[0, 0], [0, 1], [0, 2]], [1.0, 2.0, 4.0], [1, 3]),
+    }
+    slot = tf.constant([1, 1, 0], tf.int32)  # features 0 and 1 collide in slot 1
+    inputs, _ = rows_to_model_input(parsed, tf.constant([0, 1]), 2, 2, slot, "none")
+    weights = tf.constant([[10.0], [100.0]])
+    assert tf.sparse.sparse_dense_matmul(inputs, weights).numpy().tolist() == [[(1 + 2) * 100 + 4 * 10]]
+
+
+def test_partial_last_batch_is_kept_and_unlabeled_rows_dropped(tiny_cfg, tiny_files):
+    text = tiny_files["train"].read_text().splitlines()
+    text[5] = " 1:1"  # a row without labels
+    tiny_files["train"].write_text("\n".join(text) + "\n")
+    cfg, manifest = preprocess(tiny_cfg)
+    rep = Repetition(dataclasses.replace(cfg, batch_size=10), 0)
+    sizes = [int(y.shape[0]) for _, y in rep.dataset(dataclasses.replace(cfg, batch_size=10), tfrecord_files(cfg.tfrecord_dir(), manifest["train"]), 0)]
+    assert sizes == [10] * 6 + [3]  # 63 labeled rows of 64
+    assert manifest["train"]["rows_without_labels"] == 1
+
+
+def trained_weights(cfg, manifest, groups, resume=False):
+    for reps in groups:
+        train_repetitions(cfg, reps, manifest, resume, quiet)
+    out = {}
+    for r in range(cfg.R):
+        model = MachNet(cfg.input_dim(), cfg.hidden, cfg.B, 0.0, cfg.seed, r)
+        tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(str(cfg.ckpt_dir(r)))).expect_partial()
+        out[r] = [v.numpy() for v in model.trainable_variables]
+    return out
+
+
+def test_training_lowers_the_loss(tiny_cfg):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=8, lr=0.01))
+    messages = []
+    summaries = train_repetitions(cfg, [0, 1], manifest, False, messages.append)
+    first = [float(m.split("loss=")[1].split()[0]) for m in messages if m.startswith("r=0 epoch=1 ")][0]
+    assert summaries[0]["final_loss"] < 0.8 * first
+    assert summaries[0]["epochs"] == 8 and (cfg.ckpt_dir(0) / "train.json").is_file()
+    assert any(m.startswith("r=1 epoch=8 loss=") and "ex_per_s=" in m for m in messages)
+    assert list((cfg.log_dir() / "tensorboard" / "r01").iterdir())
+
+
+def test_grouping_does_not_change_results(tiny_cfg, tmp_path):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, dropout=0.2))
+    together = trained_weights(cfg, manifest, [[0, 1]])
+    cfg2, manifest2 = preprocess(dataclasses.replace(cfg, work_dir=str(tmp_path / "apart")))
+    apart = trained_weights(cfg2, manifest2, [[1], [0]])
+    for r in range(cfg.R):
+        for a, b in zip(together[r], apart[r]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(together[0][-1], together[1][-1])  # but the repetitions differ
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=3, dropout=0.1))
+    uninterrupted = trained_weights(cfg, manifest, [[0, 1]])
+
+    cfg2, manifest2 = preprocess(dataclasses.replace(cfg, work_dir=str(tmp_path / "killed")))
+    import mach.training
+
+    real_step, calls = mach.training._make_train_step, {"n": 0}
+
+    def dying_step(*args):
+        step = real_step(*args)
+
+        def wrapped(batch):
+            calls["n"] += 1
+            if calls["n"] == 6:  # the second epoch has 4 steps of 16: die in its middle
+                raise KeyboardInterrupt("killed")
+            return step(batch)
+
+        return wrapped
+
+    monkeypatch.setattr(mach.training, "_make_train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_repetitions(cfg2, [0, 1], manifest2, False, quiet)
+    monkeypatch.setattr(mach.training, "_make_train_step", real_step)
+    assert tf.train.latest_checkpoint(str(cfg2.ckpt_dir(0))).endswith("ckpt-1")
+    messages = []
+    train_repetitions(cfg2, [0, 1], manifest2, True, messages.append)
+    assert any("resumed_from=" in m and "epochs_done=1" in m for m in messages)
+    resumed = trained_weights(cfg2, manifest2, [])
+    for r in range(cfg.R):
+        for a, b in zip(uninterrupted[r], resumed[r]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tiny_cfg):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
+    train_repetitions(cfg, [0], manifest, False, quiet)
+    with pytest.raises(ValueError, match=r"cannot resume .*hidden: checkpoint \[16\] vs now \[8\]"):
+        train_repetitions(dataclasses.replace(cfg, hidden=(8,)), [0], manifest, True, quiet)
