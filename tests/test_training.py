@@ -60,15 +60,21 @@ def test_feature_hashing_adds_colliding_features():
     assert tf.sparse.sparse_dense_matmul(inputs, weights).numpy().tolist() == [[(1 + 2) * 100 + 4 * 10]]
 
 
-def test_partial_last_batch_is_kept_and_unlabeled_rows_dropped(tiny_cfg, tiny_files):
+def test_partial_last_batch_is_kept_and_unlabeled_rows_weigh_nothing(tiny_cfg, tiny_files):
     text = tiny_files["train"].read_text().splitlines()
     text[5] = " 1:1"  # a row without labels
     tiny_files["train"].write_text("\n".join(text) + "\n")
     cfg, manifest = preprocess(tiny_cfg)
     rep = Repetition(dataclasses.replace(cfg, batch_size=10), 0)
-    sizes = [int(y.shape[0]) for _, y in rep.dataset(dataclasses.replace(cfg, batch_size=10), tfrecord_files(cfg.tfrecord_dir(), manifest["train"]), 0)]
-    assert sizes == [10] * 6 + [3]  # 63 labeled rows of 64
+    batches = list(rep.dataset(dataclasses.replace(cfg, batch_size=10), tfrecord_files(cfg.tfrecord_dir(), manifest["train"]), 0))
+    assert [int(y.shape[0]) for _, y in batches] == [10] * 6 + [4]  # 64 rows: no zero-padding
     assert manifest["train"]["rows_without_labels"] == 1
+    assert sum(int(tf.reduce_sum(tf.cast(tf.reduce_sum(y, 1) == 0, tf.int32))) for _, y in batches) == 1
+    # The unlabeled row changes neither the loss nor its gradient.
+    x, y = next((x, y) for x, y in batches if bool(tf.reduce_any(tf.reduce_sum(y, 1) == 0)))
+    keep = tf.reduce_sum(y, 1) > 0
+    logits = rep.model(x)
+    assert float(bucket_loss(logits, y, "softmax")) == pytest.approx(float(bucket_loss(logits[keep], y[keep], "softmax")))
 
 
 def trained_weights(cfg, manifest, groups, resume=False):
@@ -143,3 +149,13 @@ def test_resume_refuses_a_checkpoint_of_another_model(tiny_cfg):
     train_repetitions(cfg, [0], manifest, False, quiet)
     with pytest.raises(ValueError, match=r"cannot resume .*hidden: checkpoint \[16\] vs now \[8\]"):
         train_repetitions(dataclasses.replace(cfg, hidden=(8,)), [0], manifest, True, quiet)
+
+
+def test_dense_and_sparse_first_layer_agree(monkeypatch):
+    import mach.model
+
+    x = tf.SparseTensor([[0, 1], [0, 1], [1, 4]], [1.0, 2.0, 0.5], [2, 6])  # a duplicate entry adds up
+    model = MachNet(6, (4,), 3, 0.0, 0, 0)
+    dense = model(x).numpy()
+    monkeypatch.setattr(mach.model, "DENSE_INPUT_MAX", 0)
+    np.testing.assert_allclose(model(x).numpy(), dense, rtol=1e-6)

@@ -127,11 +127,9 @@ def rows_to_model_input(
     return inputs, targets
 
 
-def read_rows(files: list[str], batch_size: int, *, shuffle_seed: int | None = None, shuffle_buffer: int = 0, drop_unlabeled: bool = False) -> tf.data.Dataset:
+def read_rows(files: list[str], batch_size: int, *, shuffle_seed: int | None = None, shuffle_buffer: int = 0) -> tf.data.Dataset:
     """Batches of parsed rows.  With a shuffle seed, rows (not batches) are shuffled before batching."""
     ds = tf.data.TFRecordDataset(files)
-    if drop_unlabeled:
-        ds = ds.filter(lambda s: tf.size(tf.io.parse_single_example(s, {"labels": SCHEMA["labels"]})["labels"].values) > 0)
     if shuffle_seed is not None:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
     # The last partial batch is kept: it trains as a smaller batch rather than padding.

@@ -15,6 +15,9 @@ def repetition_seed(seed: int, r: int, *salt: int) -> int:
     return value
 
 
+DENSE_INPUT_MAX = 4096  # input widths up to this are densified per batch before the first matmul
+
+
 class MachNet(tf.Module):
     """Feed-forward net of one repetition.  Initialisation depends only on (seed, r)."""
 
@@ -33,7 +36,13 @@ class MachNet(tf.Module):
 
     def __call__(self, inputs: tf.SparseTensor, step: tf.Tensor | None = None) -> tf.Tensor:
         """Sparse [batch, input_dim] -> logits [batch, B].  A step turns on dropout (seeded by it)."""
-        x = tf.sparse.sparse_dense_matmul(inputs, self.weights_[0]) + self.biases[0]
+        if self.weights_[0].shape[0] <= DENSE_INPUT_MAX:
+            # Narrow inputs: a dense matmul (and its gradient) is ~2x faster than the sparse one on CPU;
+            # scatter_nd adds up duplicate (row, feature) entries just as the sparse matmul does.
+            dense = tf.scatter_nd(inputs.indices, inputs.values, inputs.dense_shape)
+            x = tf.matmul(dense, self.weights_[0]) + self.biases[0]
+        else:
+            x = tf.sparse.sparse_dense_matmul(inputs, self.weights_[0]) + self.biases[0]
         for layer in range(1, len(self.weights_)):
             x = tf.nn.relu(x)
             if step is not None and self.dropout > 0:
@@ -79,8 +88,10 @@ class Adam(tf.Module):
     def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
-        step = self.lr * tf.sqrt(1.0 - self.beta2**t) / (1.0 - self.beta1**t)
         for g, var, m, v in zip(grads, variables, self.m, self.v):
-            m.assign(self.beta1 * m + (1.0 - self.beta1) * g)
-            v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(g))
-            var.assign_sub(step * m / (tf.sqrt(v) + self.epsilon))
+            # The fused kernel does the whole update in one op (the plain formula costs ~8 ops per variable).
+            tf.raw_ops.ResourceApplyAdam(
+                var=var.handle, m=m.handle, v=v.handle, beta1_power=self.beta1**t, beta2_power=self.beta2**t,
+                lr=tf.constant(self.lr, tf.float32), beta1=tf.constant(self.beta1, tf.float32),
+                beta2=tf.constant(self.beta2, tf.float32), epsilon=tf.constant(self.epsilon, tf.float32), grad=g,
+            )

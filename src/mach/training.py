@@ -80,7 +80,7 @@ class Repetition:
     def dataset(self, cfg, files: list[str], epoch: int) -> tf.data.Dataset:
         # The order of epoch e is a function of (seed, r, e): a resumed epoch replays the same batches.
         rows = read_rows(files, cfg.batch_size, shuffle_seed=repetition_seed(cfg.seed, self.r, 1000 + epoch),
-                         shuffle_buffer=cfg.shuffle_buffer, drop_unlabeled=True)
+                         shuffle_buffer=cfg.shuffle_buffer)
         return rows.map(lambda parsed: self.model_input(cfg, parsed), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -123,9 +123,10 @@ def _make_train_step(cfg, reps: list[Repetition]):
 def train_repetitions(cfg, repetitions: list[int], data_manifest: dict, resume: bool, log) -> list[dict]:
     """Train the given repetitions for cfg.epochs each.  Returns one summary dict per repetition."""
     files = tfrecord_files(cfg.tfrecord_dir(), data_manifest["train"])
-    labeled_rows = data_manifest["train"]["rows"] - data_manifest["train"]["rows_without_labels"]
-    steps_per_epoch = math.ceil(labeled_rows / cfg.batch_size)
-    log(f"train_rows={labeled_rows} skipped_rows_without_labels={data_manifest['train']['rows_without_labels']} "
+    rows = data_manifest["train"]["rows"]
+    steps_per_epoch = math.ceil(rows / cfg.batch_size)
+    # Rows without labels stay in the batches with weight 0 in the loss (cheaper than filtering them).
+    log(f"train_rows={rows} rows_without_labels_weight_0={data_manifest['train']['rows_without_labels']} "
         f"steps_per_epoch={steps_per_epoch} repetitions={','.join(map(str, repetitions))}")
     reps = [Repetition(cfg, r) for r in repetitions]
     _start(cfg, reps, resume, log)
@@ -138,11 +139,11 @@ def train_repetitions(cfg, repetitions: list[int], data_manifest: dict, resume: 
             continue
         key = tuple(rep.r for rep in active)
         steps.setdefault(key, _make_train_step(cfg, active))
-        _train_epoch(cfg, active, steps[key], files, epoch, steps_per_epoch, labeled_rows, writers, log)
-    return [_finish(cfg, rep, labeled_rows) for rep in reps]
+        _train_epoch(cfg, active, steps[key], files, epoch, steps_per_epoch, rows, writers, log)
+    return [_finish(cfg, rep, rows) for rep in reps]
 
 
-def _train_epoch(cfg, active, train_step, files, epoch, steps_per_epoch, labeled_rows, writers, log) -> None:
+def _train_epoch(cfg, active, train_step, files, epoch, steps_per_epoch, rows, writers, log) -> None:
     batches = tf.data.Dataset.zip(tuple(rep.dataset(cfg, files, epoch) for rep in active)).prefetch(2)
     bar = tf.keras.utils.Progbar(steps_per_epoch, unit_name="step") if sys.stdout.isatty() else None
     start = time.time()
@@ -160,18 +161,18 @@ def _train_epoch(cfg, active, train_step, files, epoch, steps_per_epoch, labeled
         rep.last_loss, rep.seconds = float(loss), rep.seconds + seconds
         with writers[rep.r].as_default():
             tf.summary.scalar("loss", loss, step=epoch + 1)
-            tf.summary.scalar("examples_per_s", labeled_rows / seconds, step=epoch + 1)
-        log(f"r={rep.r} epoch={epoch + 1} loss={loss:.5f} ex_per_s={labeled_rows * len(active) / seconds:.0f} seconds={seconds:.2f}")
+            tf.summary.scalar("examples_per_s", rows / seconds, step=epoch + 1)
+        log(f"r={rep.r} epoch={epoch + 1} loss={loss:.5f} ex_per_s={rows * len(active) / seconds:.0f} seconds={seconds:.2f}")
 
 
-def _finish(cfg, rep: Repetition, labeled_rows: int) -> dict:
+def _finish(cfg, rep: Repetition, rows: int) -> dict:
     summary = {
         "r": rep.r,
         "epochs": int(rep.epoch.numpy()),
         "final_loss": rep.last_loss,
         "wall_s": round(rep.seconds, 3),
         "params": rep.model.n_params(),
-        "train_rows": labeled_rows,
+        "train_rows": rows,
         "checkpoint": rep.manager.latest_checkpoint,
     }
     write_json_atomic(cfg.ckpt_dir(rep.r) / "train.json", summary)
