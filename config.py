@@ -32,6 +32,8 @@ class Config:
     n_features: int | None = None  # D, input dimension; None = read from the file header
     n_classes: int | None = None  # K, number of labels; None = read from the file header
     rows_per_shard: int = 200_000  # TFRecord shard size, rows
+    valid_fraction: float = 0.0  # > 0: tuning mode, this share of the training rows replaces the test set
+    valid_seed: int = 0  # which training rows are held out in tuning mode
 
     # hashing
     B: int = 64  # buckets per repetition
@@ -76,14 +78,20 @@ class Config:
     def dataset_dir(self) -> Path:
         return Path(self.work_dir) / self.name
 
+    def holdout_name(self) -> str:
+        """'' normally; 'valid0.2-s0' in tuning mode, so tuning never touches the real test outputs."""
+        return f"valid{self.valid_fraction:g}-s{self.valid_seed}" if self.valid_fraction > 0 else ""
+
     def tfrecord_dir(self) -> Path:
         """TFRecords depend only on the source data, so every B/R/seed shares them."""
-        return self.dataset_dir() / "tfrecords"
+        return self.dataset_dir() / ("tfrecords" + (f"-{self.holdout_name()}" if self.valid_fraction > 0 else ""))
 
     def run_dir(self) -> Path:
         """Lookups, checkpoints and metrics of one hashing; another B/seed/feature hash lives apart."""
         fh = "none" if self.feat_hash_dim is None else str(self.feat_hash_dim)
         name = f"B{self.B}-hs{self.hash_seed}-fh{fh}" + (f"-{self.tag}" if self.tag else "")
+        if self.valid_fraction > 0:
+            name = f"{self.holdout_name()}-{name}"
         return self.dataset_dir() / name
 
     def lookup_dir(self) -> Path:

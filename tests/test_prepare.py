@@ -143,3 +143,14 @@ def test_missing_files_say_what_to_do(tiny_cfg):
         prepare_tfrecords(dataclasses.replace(tiny_cfg, train_file="nope.txt"), quiet)
     with pytest.raises(FileNotFoundError, match="run `python preprocess.py --dataset tiny`"):
         load_data_manifest(tiny_cfg)
+
+
+def test_tuning_mode_holds_out_training_rows_and_never_reads_test(tiny_cfg, tiny_files):
+    tiny_files["test"].write_bytes(b"not even gzip")  # tuning must not read the test file
+    cfg = dataclasses.replace(tiny_cfg, valid_fraction=0.25)
+    manifest = prepare_tfrecords(cfg, quiet)
+    assert manifest["train"]["rows"] + manifest["test"]["rows"] == 64
+    assert 8 <= manifest["test"]["rows"] <= 24
+    assert "valid0.25-s0" in cfg.tfrecord_dir().name and cfg.run_dir().name.startswith("valid0.25-s0-")
+    again = prepare_tfrecords(dataclasses.replace(cfg, work_dir=str(cfg.dataset_dir()) + "2"), quiet)
+    assert again["test"]["rows"] == manifest["test"]["rows"]  # the same rows every time

@@ -82,6 +82,8 @@ def check_config(cfg):
         raise ValueError(f"B={cfg.B}: MACH needs at least 2 buckets")
     if not 0.0 <= cfg.dropout < 1.0:
         raise ValueError(f"dropout={cfg.dropout}: expected 0 <= dropout < 1")
+    if not 0.0 <= cfg.valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction={cfg.valid_fraction}: expected 0 <= valid_fraction < 1")
     if cfg.feat_hash_dim is not None and cfg.feat_hash_dim < 1:
         raise ValueError(f"feat_hash_dim={cfg.feat_hash_dim}: expected a positive integer or None")
     return cfg

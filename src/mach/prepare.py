@@ -51,6 +51,8 @@ def data_inputs(cfg) -> dict:
     header = read_header(files.get("data_file", files.get("train_file")))
     n_features, n_classes = resolve_sizes(files.get("data_file", files.get("train_file")), header, cfg.n_features, cfg.n_classes)
     inputs.update(n_features=n_features, n_classes=n_classes, format=TFRECORD_FORMAT)
+    if cfg.valid_fraction > 0:
+        inputs.update(valid_fraction=cfg.valid_fraction, valid_seed=cfg.valid_seed)
     if "data_file" in files:
         inputs["split"] = cfg.split
     return inputs
@@ -74,6 +76,12 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
         if clash.size:
             raise DataFormatError(Path(inputs[name]["path"]), None, f"row {clash[0] + 1} is in both the train and the test split", "disjoint splits")
         assignment[ids] = code
+    if cfg.valid_fraction > 0:
+        # Tuning mode: the real test rows stay unread; held-out training rows take their place.
+        train, hold = assignment == 1, held_out(n_rows, cfg)
+        assignment[:] = 0
+        assignment[train & ~hold] = 1
+        assignment[train & hold] = 2
     writers = {code: ShardedWriter(tmp_dir, name, cfg.rows_per_shard, inputs["n_classes"]) for code, name in [(1, "train"), (2, "test")]}
     progress = Progress("tfrecords", log)
     for i, row in enumerate(iter_rows(data_path, inputs["n_features"], inputs["n_classes"])):
@@ -85,20 +93,24 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
 
 
 def _write_train_test_files(cfg, inputs, tmp_dir: Path, log) -> dict:
-    splits = {}
-    for split in ["train", "test"]:
+    writers = {split: ShardedWriter(tmp_dir, split, cfg.rows_per_shard, inputs["n_classes"]) for split in ["train", "test"]}
+    # Tuning mode reads only the training file and sends the held-out rows to "test".
+    for split in ["train"] if cfg.valid_fraction > 0 else ["train", "test"]:
         path = Path(inputs[f"{split}_file"]["path"])
-        header = read_header(path)
-        resolve_sizes(path, header, inputs["n_features"], inputs["n_classes"])  # both files must agree
-        writer = ShardedWriter(tmp_dir, split, cfg.rows_per_shard, inputs["n_classes"])
+        resolve_sizes(path, read_header(path), inputs["n_features"], inputs["n_classes"])  # both files must agree
         progress = Progress(f"tfrecords_{split}", log)
-        for row in iter_rows(path, inputs["n_features"], inputs["n_classes"]):
-            writer.write(row.labels, row.feat_idx, row.feat_val)
+        hold = held_out(_count_rows(path), cfg) if cfg.valid_fraction > 0 else None
+        for i, row in enumerate(iter_rows(path, inputs["n_features"], inputs["n_classes"])):
+            target = "test" if hold is not None and hold[i] else split
+            writers[target].write(row.labels, row.feat_idx, row.feat_val)
             progress.tick()
-        if split == "train":
-            save_npy_atomic(tmp_dir / LABEL_COUNTS, writer.label_counts)
-        splits[split] = writer.close()
-    return splits
+    save_npy_atomic(tmp_dir / LABEL_COUNTS, writers["train"].label_counts)
+    return {split: writer.close() for split, writer in writers.items()}
+
+
+def held_out(n_rows: int, cfg) -> np.ndarray:
+    """[n_rows] bool: the rows of the validation share, a fixed function of (row, valid_seed)."""
+    return hashing.hash_range(n_rows, cfg.valid_seed, 1_000_000) < cfg.valid_fraction * 1_000_000
 
 
 def prepare_tfrecords(cfg, log) -> dict:

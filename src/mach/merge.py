@@ -1,0 +1,195 @@
+"""Merge R repetitions of B-bucket logits into the top-k of K classes.
+
+MACH scores class c as score(c) = sum_r logits[r, h_r(c)], with h_r = label_to_bucket[r].
+`merge_topk_numpy` is the specification; the compiled kernel (`mach._gather_batch`, src/util)
+returns the same labels and bit-identical float32 scores, ties ranked by lower label id. Logits
+must not be NaN (the order is then unspecified); bucket values must lie in [0, B).
+"""
+
+import numpy as np
+
+_KERNEL_MISSING = (
+    "the compiled merge kernel mach._gather_batch is not built; run `pip install -e .` in the "
+    "repository root (needs a C++ compiler with OpenMP), or pass --merge-impl numpy to use the "
+    "slower NumPy merge"
+)
+MODES = ("logits", "probs")
+LOSSES = ("softmax", "bce")
+IMPLS = ("kernel", "numpy")
+# merge_topk_numpy_fast: rows merged together, and classes per np.take (best of 2^11..K at K=1e6).
+_FAST_ROWS = 16
+_FAST_BLOCK = 1 << 16
+
+
+def _check_inputs(logits: np.ndarray, label_to_bucket: np.ndarray, k: int) -> None:
+    if logits.ndim != 3 or logits.dtype != np.float32:
+        raise ValueError(
+            f"logits must be [batch, R, B] float32, got shape {logits.shape} {logits.dtype}"
+        )
+    if label_to_bucket.ndim != 2 or label_to_bucket.dtype not in (np.int32, np.int64):
+        raise ValueError(
+            f"label_to_bucket must be [R, K] int32 or int64, got shape {label_to_bucket.shape} "
+            f"{label_to_bucket.dtype}"
+        )
+    if label_to_bucket.shape[0] != logits.shape[1]:
+        raise ValueError(
+            f"label_to_bucket has {label_to_bucket.shape[0]} repetitions but logits has "
+            f"R={logits.shape[1]}"
+        )
+    K = label_to_bucket.shape[1]
+    if not 1 <= k <= K:
+        raise ValueError(f"k must be an integer in 1..K={K}, got {k!r}")
+
+
+def _topk_of_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of [K] scores, best first, ties by lower label: argpartition, then the tie rule."""
+    if k == len(scores):
+        top = np.arange(len(scores))
+    else:
+        kth = scores[np.argpartition(scores, len(scores) - k)[len(scores) - k]]
+        above = np.flatnonzero(scores > kth)
+        # Among classes equal to the k-th best score, the lowest labels fill the remaining slots.
+        tied = np.flatnonzero(scores == kth)[: k - len(above)]
+        top = np.concatenate([above, tied])
+    order = np.lexsort((top, -scores[top]))
+    return top[order].astype(np.int64), scores[top[order]]
+
+
+def merge_topk_numpy(
+    logits: np.ndarray, label_to_bucket: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The specification of the MACH merge, one row at a time.
+
+    Each score is accumulated in float32 in the order r = 0..R-1; the kernel adds in the same order.
+
+    Args:
+        logits: [batch, R, B] float32.
+        label_to_bucket: [R, K] int32 or int64, values in [0, B).
+        k: classes per row, 1 <= k <= K.
+
+    Returns:
+        labels [batch, k] int64 and scores [batch, k] float32, best first, ties by lower label id.
+    """
+    _check_inputs(logits, label_to_bucket, k)
+    batch, R, _ = logits.shape
+    labels = np.empty((batch, k), dtype=np.int64)
+    scores = np.empty((batch, k), dtype=np.float32)
+    for i in range(batch):
+        row_scores = logits[i, 0][label_to_bucket[0]]  # [K] float32
+        for r in range(1, R):
+            row_scores += logits[i, r][label_to_bucket[r]]
+        labels[i], scores[i] = _topk_of_scores(row_scores, k)
+    return labels, scores
+
+
+def merge_topk_numpy_fast(
+    logits: np.ndarray, label_to_bucket: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """merge_topk_numpy, 16 rows at a time: the same float32 adds in the same order, same results.
+
+    The rows' logits are transposed to [R, B, rows], so one np.take per repetition and class block
+    copies a bucket's 16 logits at once instead of gathering them one row at a time. Bucket values
+    are assumed in [0, B) (mode="clip" skips the bounds check). Holds a [K, 16] float32 buffer.
+    """
+    _check_inputs(logits, label_to_bucket, k)
+    batch, R, _ = logits.shape
+    K = label_to_bucket.shape[1]
+    labels = np.empty((batch, k), dtype=np.int64)
+    scores = np.empty((batch, k), dtype=np.float32)
+    for start in range(0, batch, _FAST_ROWS):
+        rows = logits[start : start + _FAST_ROWS]
+        n = len(rows)
+        table = np.ascontiguousarray(rows.transpose(1, 2, 0))  # [R, B, n] float32
+        total = np.empty((K, n), dtype=np.float32)
+        term = np.empty((min(K, _FAST_BLOCK), n), dtype=np.float32)
+        for c0 in range(0, K, _FAST_BLOCK):
+            block = total[c0 : c0 + _FAST_BLOCK]
+            m = len(block)
+            np.take(table[0], label_to_bucket[0, c0 : c0 + m], axis=0, out=block, mode="clip")
+            for r in range(1, R):
+                np.take(
+                    table[r], label_to_bucket[r, c0 : c0 + m], axis=0, out=term[:m], mode="clip"
+                )
+                np.add(block, term[:m], out=block)
+        for i in range(n):
+            row_scores = np.ascontiguousarray(total[:, i])
+            labels[start + i], scores[start + i] = _topk_of_scores(row_scores, k)
+    return labels, scores
+
+
+def load_kernel():
+    """The compiled gather_batch, or an ImportError that says how to build it (never a silent fallback)."""
+    try:
+        from mach._gather_batch import gather_batch
+    except ImportError as err:
+        raise ImportError(_KERNEL_MISSING) from err
+    return gather_batch
+
+
+def merge_topk(
+    logits: np.ndarray, label_to_bucket: np.ndarray, k: int, threads: int = 0, impl: str = "kernel"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k classes per row by the compiled kernel (impl="kernel") or the NumPy spec ("numpy").
+
+    Args:
+        logits: [batch, R, B] float32, C-contiguous for the kernel.
+        label_to_bucket: [R, K] int32 or int64, C-contiguous for the kernel, values in [0, B).
+        k: classes per row, 1 <= k <= K.
+        threads: kernel OpenMP threads; 0 = OpenMP default (all cores).
+        impl: "kernel" or "numpy". A missing kernel raises ImportError; there is no silent fallback.
+
+    Returns:
+        labels [batch, k] int64 and scores [batch, k] float32, best first, ties by lower label id.
+    """
+    if impl == "numpy":
+        return merge_topk_numpy(logits, label_to_bucket, k)
+    if impl != "kernel":
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return load_kernel()(logits, label_to_bucket, k, threads)
+
+
+def to_probabilities(logits: np.ndarray, loss: str) -> np.ndarray:
+    """Per-repetition bucket probabilities [batch, R, B] float32: softmax over B, or sigmoid."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    logits = np.asarray(logits, dtype=np.float32)
+    if loss == "bce":
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    # Subtracting the max keeps exp() finite for large logits.
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def merge_scores(
+    logits: np.ndarray,
+    label_to_bucket: np.ndarray,
+    k: int,
+    mode: str = "logits",
+    loss: str = "softmax",
+    threads: int = 0,
+    impl: str = "kernel",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k classes per row, scored by summed logits or by the paper's probability estimator.
+
+    mode="logits": score(c) = sum_r logits[r, h_r(c)].
+    mode="probs": p_r = to_probabilities(logits, loss) and
+    score(c) = B/(B-1) * (mean_r p_r[h_r(c)] - 1/B), the paper's unbiased estimate of P(c). It is an
+    increasing affine map of sum_r p_r[h_r(c)], so the kernel ranks by that sum and only the k
+    returned scores are transformed (in float64, stored as float32).
+
+    Args and Returns as merge_topk; `loss` is the loss the logits were trained with.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if mode == "logits":
+        return merge_topk(logits, label_to_bucket, k, threads, impl)
+    _, R, B = logits.shape
+    if B < 2:
+        raise ValueError(f"mode='probs' needs B >= 2 buckets, got B={B}")
+    labels, prob_sums = merge_topk(
+        to_probabilities(logits, loss), label_to_bucket, k, threads, impl
+    )
+    estimates = B / (B - 1) * (prob_sums.astype(np.float64) / R - 1.0 / B)
+    return labels, estimates.astype(np.float32)

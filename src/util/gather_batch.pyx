@@ -1,0 +1,78 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Python entry to the compiled MACH merge (merge_kernel.h): input checks, then one nogil call."""
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+
+cnp.import_array()
+
+
+cdef extern from "merge_kernel.h" namespace "mach" nogil:
+    void merge_topk_kernel[Index](const float* logits, int64_t batch, int64_t R, int64_t B,
+                                  const Index* label_to_bucket, int64_t K, int64_t k, int threads,
+                                  int64_t* out_labels, float* out_scores) except +
+
+
+def _check_array(name, arr, ndim, dtypes, shape_doc):
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray {shape_doc}, got {type(arr).__name__}")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {shape_doc}, got shape {arr.shape}")
+    if arr.dtype not in dtypes:
+        wanted = " or ".join(str(np.dtype(d)) for d in dtypes)
+        raise TypeError(f"{name} must have dtype {wanted}, got {arr.dtype}; convert with .astype()")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+
+
+def gather_batch(logits, label_to_bucket, k, threads=0, check_buckets=False):
+    """Top-k classes of each row under the MACH merge; see mach.merge.merge_topk_numpy for the spec.
+
+    Args:
+        logits: [batch, R, B] float32, C-contiguous.
+        label_to_bucket: [R, K] int32 or int64, C-contiguous, values in [0, B). Values outside that
+            range read out of bounds; they are checked only when check_buckets is True (one pass).
+        k: classes to return per row, 1 <= k <= K.
+        threads: OpenMP threads; 0 = the OpenMP default (all cores unless OMP_NUM_THREADS is set).
+
+    Returns:
+        labels [batch, k] int64 and scores [batch, k] float32, best first, ties by lower label.
+    """
+    _check_array("logits", logits, 3, (np.float32,), "[batch, R, B]")
+    _check_array("label_to_bucket", label_to_bucket, 2, (np.int32, np.int64), "[R, K]")
+    cdef int64_t batch = logits.shape[0]
+    cdef int64_t R = logits.shape[1]
+    cdef int64_t B = logits.shape[2]
+    cdef int64_t K = label_to_bucket.shape[1]
+    if label_to_bucket.shape[0] != R:
+        raise ValueError(f"label_to_bucket has {label_to_bucket.shape[0]} repetitions but logits "
+                         f"has R={R} (shapes {label_to_bucket.shape} and {logits.shape})")
+    if R < 1 or B < 1:
+        raise ValueError(f"logits needs R >= 1 and B >= 1, got shape {logits.shape}")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= K:
+        raise ValueError(f"k must be an integer in 1..K={K}, got {k!r}")
+    if not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 (0 = OpenMP default), got {threads!r}")
+    if check_buckets and (label_to_bucket.min() < 0 or label_to_bucket.max() >= B):
+        raise ValueError(f"label_to_bucket values must lie in [0, B={B}), found "
+                         f"[{label_to_bucket.min()}, {label_to_bucket.max()}]")
+
+    cdef int64_t kk = k
+    cdef int n_threads = threads
+    cdef cnp.ndarray labels = np.empty((batch, kk), dtype=np.int64)
+    cdef cnp.ndarray scores = np.empty((batch, kk), dtype=np.float32)
+    cdef const float* logits_ptr = <const float*>cnp.PyArray_DATA(logits)
+    cdef void* lookup_ptr = cnp.PyArray_DATA(label_to_bucket)
+    cdef int64_t* labels_ptr = <int64_t*>cnp.PyArray_DATA(labels)
+    cdef float* scores_ptr = <float*>cnp.PyArray_DATA(scores)
+    if label_to_bucket.dtype == np.int32:
+        with nogil:
+            merge_topk_kernel[int32_t](logits_ptr, batch, R, B, <const int32_t*>lookup_ptr, K, kk,
+                                       n_threads, labels_ptr, scores_ptr)
+    else:
+        with nogil:
+            merge_topk_kernel[int64_t](logits_ptr, batch, R, B, <const int64_t*>lookup_ptr, K, kk,
+                                       n_threads, labels_ptr, scores_ptr)
+    return labels, scores

@@ -1,0 +1,59 @@
+"""The scripts as a user runs them: preprocess -> train (R=2, 1 epoch) -> evaluate, in subprocesses."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(script, tiny_files, work, *flags):
+    data = ["--set", f"train_file='{tiny_files['train']}'", "--set", f"test_file='{tiny_files['test']}'"]
+    small = ["--set", "B=8", "--set", "R=2", "--set", "hidden=(16,)", "--set", "epochs=1", "--set", "batch_size=16"]
+    cmd = [sys.executable, str(REPO / script), "--dataset", "tinycli", "--work-dir", str(work), *data, *small, *flags]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=work.parent)
+
+
+def test_preprocess_train_evaluate(tiny_files, tmp_path):
+    work = tmp_path / "work"
+    prep = run("preprocess.py", tiny_files, work)
+    assert prep.returncode == 0, prep.stderr
+    assert "summary dataset=tinycli train_rows=64 test_rows=32" in prep.stdout
+    train = run("train.py", tiny_files, work)
+    assert train.returncode == 0, train.stderr
+    assert "r=1 epoch=1 loss=" in train.stdout
+
+    kernel = run("evaluate.py", tiny_files, work, "--sweep-R")
+    assert kernel.returncode == 0, kernel.stderr
+    assert "P@1" not in kernel.stderr and "nDCG" in kernel.stdout and "PSP" in kernel.stdout
+    run_dir = next((work / "tinycli").glob("B8-*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["R"] == 2 and set(metrics["sweep_R"]) == {"1", "2"}
+    assert 0 <= metrics["metrics"]["P@1"] <= 100 and metrics["metrics"]["rows"] == 32
+    assert (run_dir / "sweep_R.png").stat().st_size > 0
+    assert metrics["config"]["B"] == 8 and metrics["timings"]["samples_per_s"] > 0
+
+    numpy = run("evaluate.py", tiny_files, work, "--merge-impl", "numpy")
+    assert numpy.returncode == 0, numpy.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["metrics"] == metrics["metrics"]
+
+
+def test_evaluate_refuses_mismatched_checkpoints(tiny_files, tmp_path):
+    work = tmp_path / "work"
+    assert run("preprocess.py", tiny_files, work).returncode == 0
+    assert run("train.py", tiny_files, work).returncode == 0
+    other = run("evaluate.py", tiny_files, work, "--set", "hidden=(32,)")
+    assert other.returncode == 2
+    assert "cannot evaluate" in other.stderr and "hidden: checkpoint [16] vs now [32]" in other.stderr
+    missing = run("evaluate.py", tiny_files, work, "--set", "R=3")
+    assert missing.returncode == 2 and "no lookup for r=2" in missing.stderr
+
+
+def test_bad_data_is_a_clear_error_with_nothing_written(tiny_files, tmp_path):
+    tiny_files["train"].write_text("2 30 50\n1,2 0:1\n3 4:x\n")
+    work = tmp_path / "work"
+    prep = run("preprocess.py", tiny_files, work)
+    assert prep.returncode == 2
+    assert f"{tiny_files['train']}:3: feature value 'x' is not a number" in prep.stderr
+    assert not (work / "tinycli" / "tfrecords").exists()
