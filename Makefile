@@ -7,11 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test clean
 
 $(STAMP): $(REQUIREMENTS) requirements-dev.txt setup.py pyproject.toml $(wildcard src/util/*.pyx src/util/*.h)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-build-isolation -e .
 	touch $(STAMP)
