@@ -6,7 +6,6 @@ per-repetition hashing happens when reading, so every B/R/seed shares the same f
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -70,22 +69,6 @@ class ShardedWriter:
             "features_per_row": self.feature_count / max(self.rows, 1),
             "rows_without_labels": self.rows_without_labels,
         }
-
-
-class Progress:
-    """Prints `rows=... rows_per_s=...` every few seconds while a long loop runs."""
-
-    def __init__(self, what: str, log, every_s: float = 5.0):
-        self.what, self.log, self.every_s = what, log, every_s
-        self.start = self.last = time.time()
-        self.count = 0
-
-    def tick(self) -> None:
-        self.count += 1
-        if self.count % 1024 == 0 and time.time() - self.last >= self.every_s:
-            self.last = time.time()
-            rate = self.count / (self.last - self.start)
-            self.log(f"progress={self.what} rows={self.count} rows_per_s={rate:.0f}")
 
 
 def tfrecord_files(tfrecord_dir: Path, split_manifest: dict) -> list[str]:

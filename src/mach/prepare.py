@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mach import hashing
-from mach.data import Progress, ShardedWriter
+from mach.progress import Progress
 from mach.files import read_json, replace_dir, save_npy_atomic, save_npz_atomic, sha256_file, write_json_atomic
 from mach.xcformat import DataFormatError, iter_rows, read_header, read_split, resolve_sizes
 
@@ -67,6 +67,7 @@ def _count_rows(path: Path) -> int:
 
 def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
     """Stream the data file once, sending each row to the train or the test TFRecords (file order)."""
+    from mach.data import ShardedWriter  # TensorFlow loads only when there is something to write
     data_path = Path(inputs["data_file"]["path"])
     n_rows = _count_rows(data_path)
     assignment = np.zeros(n_rows, dtype=np.int8)  # [N] 0 = unused, 1 = train, 2 = test
@@ -93,6 +94,7 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
 
 
 def _write_train_test_files(cfg, inputs, tmp_dir: Path, log) -> dict:
+    from mach.data import ShardedWriter  # TensorFlow loads only when there is something to write
     writers = {split: ShardedWriter(tmp_dir, split, cfg.rows_per_shard, inputs["n_classes"]) for split in ["train", "test"]}
     # Tuning mode reads only the training file and sends the held-out rows to "test".
     for split in ["train"] if cfg.valid_fraction > 0 else ["train", "test"]:
