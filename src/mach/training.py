@@ -97,11 +97,7 @@ def _start(cfg, reps: list[Repetition], resume: bool, log) -> None:
             shutil.rmtree(ckpt_dir)
             rep.manager = tf.train.CheckpointManager(rep.checkpoint, str(ckpt_dir), max_to_keep=cfg.keep_checkpoints)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(ckpt_dir / "config.json", {"identity": model_identity(cfg, rep.lookup_sha256), "config": _jsonable(cfg)})
-
-
-def _jsonable(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+        write_json_atomic(ckpt_dir / "config.json", {"identity": model_identity(cfg, rep.lookup_sha256), "config": dataclasses.asdict(cfg)})
 
 
 def _make_train_step(cfg, reps: list[Repetition]):
