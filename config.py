@@ -45,7 +45,7 @@ class Config:
     hidden: tuple[int, ...] = (500,)  # hidden layer widths (ReLU), input -> hidden... -> B logits
     dropout: float = 0.0  # dropout rate after each hidden layer (training only)
     loss: str = "softmax"  # "softmax": CE vs normalised bucket multi-hot (paper); "bce": sigmoid CE (official)
-    normalize: str = "l2"  # input rows: "l2" = scaled to unit length, "none" = as in the file
+    normalize: str = "l2"  # input rows: "l2" = unit length, "max" = largest |value| 1, "none" = as in the file
 
     # train
     lr: float = 1e-3  # Adam learning rate

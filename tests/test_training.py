@@ -159,3 +159,13 @@ def test_dense_and_sparse_first_layer_agree(monkeypatch):
     dense = model(x).numpy()
     monkeypatch.setattr(mach.model, "DENSE_INPUT_MAX", 0)
     np.testing.assert_allclose(model(x).numpy(), dense, rtol=1e-6)
+
+
+def test_max_normalisation_makes_binary_rows_binary_again():
+    parsed = {
+        "labels": tf.sparse.from_dense(tf.constant([[1], [0]], tf.int64)),
+        "feat_idx": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], tf.constant([0, 3, 2], tf.int64), [2, 2]),
+        "feat_val": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], [0.5**0.5, 0.5**0.5, -4.0], [2, 2]),
+    }
+    inputs, _ = rows_to_model_input(parsed, tf.constant([0, 1]), 2, 4, None, "max")
+    assert inputs.values.numpy().tolist() == [1.0, 1.0, -1.0]

@@ -13,7 +13,7 @@ import typing
 CHOICES = {
     "loss": ("softmax", "bce"),
     "merge": ("logits", "probs"),
-    "normalize": ("l2", "none"),
+    "normalize": ("l2", "max", "none"),
 }
 
 

@@ -91,10 +91,15 @@ def rows_to_model_input(
     feat_idx, feat_val, labels = parsed["feat_idx"], parsed["feat_val"], parsed["labels"]
     batch = tf.shape(labels, out_type=tf.int64)[0]
     values = feat_val.values
+    rows = feat_val.indices[:, 0]
+    # Rows are scaled in the original feature space, before any hashing.
     if normalize == "l2":
-        # Unit-length rows in the original feature space, before any hashing.
-        row_norm = tf.sqrt(tf.math.unsorted_segment_sum(values * values, feat_val.indices[:, 0], batch))
-        values = values / tf.maximum(tf.gather(row_norm, feat_val.indices[:, 0]), 1e-12)
+        row_scale = tf.sqrt(tf.math.unsorted_segment_sum(values * values, rows, batch))
+    elif normalize == "max":
+        # Largest |value| becomes 1: binary rows stay binary even when the file holds them L2-normalised.
+        row_scale = tf.math.unsorted_segment_max(tf.abs(values), rows, batch)
+    if normalize != "none":
+        values = values / tf.maximum(tf.gather(row_scale, rows), 1e-12)
     cols = feat_idx.values if feature_to_slot is None else tf.cast(tf.gather(feature_to_slot, feat_idx.values), tf.int64)
     inputs = tf.SparseTensor(
         indices=tf.stack([feat_idx.indices[:, 0], cols], axis=1),
