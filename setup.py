@@ -21,6 +21,7 @@ else:
 kernel = Extension(
     "mach._gather_batch",
     sources=["src/util/gather_batch.pyx"],
+    depends=["src/util/merge_kernel.h", "src/util/candidate_kernel.h"],
     include_dirs=[numpy.get_include(), "src/util"],
     language="c++",
     extra_compile_args=compile_args,

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from mach import metrics
 from mach.data import read_rows, rows_to_model_input, tfrecord_files
-from mach.merge import merge_scores
+from mach.merge import CandidateSearch, check_inverse_lookups, merge_scores
 from mach.model import MachNet
 from mach.prepare import LABEL_COUNTS, load_lookups
 from mach.training import check_checkpoint_config
@@ -51,13 +51,33 @@ def sweep_sizes(R: int) -> list[int]:
     return sizes + [R]
 
 
-def predict(cfg, reps: list[TrainedRepetition], files: list[str], R_values: list[int], impl: str, log) -> dict:
+def load_inverse_lookups(cfg, label_to_bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bucket_offsets [R, B+1] int64 and bucket_labels [R, K] int64 saved by preprocess, checked against
+    label_to_bucket [R, K] (the candidate kernel trusts them)."""
+    offsets, labels = [], []
+    for r in range(len(label_to_bucket)):
+        path = cfg.inverse_lookup_path(r)
+        if not path.is_file():
+            raise FileNotFoundError(f"no inverse lookup for r={r} at {path}; run `python preprocess.py --dataset {cfg.name}` with the same --set options")
+        with np.load(path) as saved:
+            offsets.append(saved["bucket_offsets"])
+            labels.append(saved["bucket_labels"])
+    bucket_offsets, bucket_labels = np.stack(offsets), np.stack(labels)
+    check_inverse_lookups(label_to_bucket, bucket_offsets, bucket_labels)
+    return bucket_offsets, bucket_labels
+
+
+def predict(cfg, reps: list[TrainedRepetition], files: list[str], R_values: list[int], impl: str, log,
+            candidates: tuple[int, int] | None = None) -> dict:
     """Top-k predictions of the test rows for each R in R_values (the first R repetitions).
+
+    candidates=(m, min_freq) merges by the candidate merge (min_freq capped at each R) instead of the exact one.
 
     Returns {"topk": {R: [n, top_k] int64}, "true_labels": list of [n_i] int64, "forward_s", "merge_s"}.
     """
     forward = tf.function(lambda parsed: tf.stack([rep.logits(cfg, parsed) for rep in reps], axis=1))
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
+    inverse = None if candidates is None else load_inverse_lookups(cfg, label_to_bucket)
     topk = {R: [] for R in R_values}
     true_labels: list[np.ndarray] = []
     forward_s = merge_s = 0.0
@@ -67,9 +87,10 @@ def predict(cfg, reps: list[TrainedRepetition], files: list[str], R_values: list
         forward_s += time.time() - start
         start = time.time()
         for R in R_values:
+            search = None if inverse is None else CandidateSearch(inverse[0][:R], inverse[1][:R], candidates[0], min(candidates[1], R))
             labels, _ = merge_scores(
                 np.ascontiguousarray(logits[:, :R]), label_to_bucket[:R], cfg.top_k,
-                mode=cfg.merge, loss=cfg.loss, threads=cfg.threads, impl=impl,
+                mode=cfg.merge, loss=cfg.loss, threads=cfg.threads, impl=impl, candidates=search,
             )
             topk[R].append(labels)
         merge_s += time.time() - start

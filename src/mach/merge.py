@@ -4,7 +4,13 @@ MACH scores class c as score(c) = sum_r logits[r, h_r(c)], with h_r = label_to_b
 `merge_topk_numpy` is the specification; the compiled kernel (`mach._gather_batch`, src/util)
 returns the same labels and bit-identical float32 scores, ties ranked by lower label id. Logits
 must not be NaN (the order is then unspecified); bucket values must lie in [0, B).
+
+The candidate merge scores only the labels found in each repetition's top-m buckets, through the CSR
+inverse of the lookups (sublinear in K); `merge_candidates_numpy` is its specification and
+`gather_candidates` (src/util/candidate_kernel.h) matches it bit for bit. With m = B it is the exact merge.
 """
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -148,6 +154,140 @@ def merge_topk(
     return load_kernel()(logits, label_to_bucket, k, threads)
 
 
+def _check_candidate_inputs(logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min_freq):
+    _check_inputs(logits, label_to_bucket, k)
+    _, R, B = logits.shape
+    K = label_to_bucket.shape[1]
+    if bucket_offsets.shape != (R, B + 1) or bucket_offsets.dtype != np.int64:
+        raise ValueError(
+            f"bucket_offsets must be [R, B + 1] = ({R}, {B + 1}) int64, got shape "
+            f"{bucket_offsets.shape} {bucket_offsets.dtype}"
+        )
+    if bucket_labels.shape != (R, K) or bucket_labels.dtype != np.int64:
+        raise ValueError(
+            f"bucket_labels must be [R, K] = ({R}, {K}) int64, got shape {bucket_labels.shape} "
+            f"{bucket_labels.dtype}"
+        )
+    if not isinstance(m, (int, np.integer)) or not 1 <= m <= B:
+        raise ValueError(f"m (buckets per repetition) must be an integer in 1..B={B}, got {m!r}")
+    if not isinstance(min_freq, (int, np.integer)) or not 1 <= min_freq <= R:
+        raise ValueError(f"min_freq must be an integer in 1..R={R}, got {min_freq!r}")
+
+
+def check_inverse_lookups(
+    label_to_bucket: np.ndarray, bucket_offsets: np.ndarray, bucket_labels: np.ndarray
+) -> None:
+    """Raise ValueError unless bucket_offsets/bucket_labels [R, B+1]/[R, K] invert label_to_bucket [R, K].
+
+    One pass over [R, K]; the kernel trusts the lookups (a wrong inverse reads out of bounds).
+    """
+    R, B = bucket_offsets.shape[0], bucket_offsets.shape[1] - 1
+    K = label_to_bucket.shape[1]
+    for r in range(R):
+        offsets, labels = bucket_offsets[r], bucket_labels[r]
+        fix = f"rebuild repetition {r} with mach.hashing.invert_lookup(label_to_bucket[{r}], B)"
+        if offsets[0] != 0 or offsets[-1] != K or np.any(np.diff(offsets) < 0):
+            raise ValueError(f"bucket_offsets[{r}] must rise from 0 to K={K}; {fix}")
+        if labels.size and (labels.min() < 0 or labels.max() >= K):
+            raise ValueError(f"bucket_labels[{r}] must hold labels in [0, K={K}); {fix}")
+        buckets = np.repeat(np.arange(B), np.diff(offsets))
+        if np.any(label_to_bucket[r, labels] != buckets) or np.any(np.bincount(labels, minlength=K) != 1):
+            raise ValueError(f"bucket_labels[{r}] does not list each label once, in its bucket; {fix}")
+
+
+def merge_candidates_numpy(
+    logits: np.ndarray,
+    label_to_bucket: np.ndarray,
+    bucket_offsets: np.ndarray,
+    bucket_labels: np.ndarray,
+    k: int,
+    m: int,
+    min_freq: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The specification of the candidate merge: score only labels found in the top-m buckets.
+
+    Per row and repetition r, the top-m buckets of logits[row, r] (ties: lower bucket id). A label's
+    count is the number of repetitions whose top-m buckets hold it. Candidates are the labels with
+    count >= f for the largest f <= min_freq leaving at least k; if even f = 1 leaves fewer than k,
+    m doubles (capped at B) and the search restarts, so k labels come back whenever K >= k. The
+    candidates get merge_topk_numpy's exact scores and ranking, so m = B gives the exact merge.
+
+    Args:
+        logits: [batch, R, B] float32.
+        label_to_bucket: [R, K] int32 or int64, values in [0, B).
+        bucket_offsets: [R, B+1] int64 and bucket_labels: [R, K] int64, the CSR inverse of each
+            repetition (mach.hashing.invert_lookup; preprocess saves it as inverse_rNN.npz).
+        k: classes per row, 1 <= k <= K.
+        m: buckets taken per repetition, 1 <= m <= B.
+        min_freq: repetitions a candidate must be found in, 1 <= min_freq <= R.
+
+    Returns:
+        labels [batch, k] int64 and scores [batch, k] float32, best first, ties by lower label id.
+    """
+    _check_candidate_inputs(logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min_freq)
+    batch, R, B = logits.shape
+    labels = np.empty((batch, k), dtype=np.int64)
+    scores = np.empty((batch, k), dtype=np.float32)
+    for i in range(batch):
+        width, kept = m, None
+        while kept is None:
+            found = []
+            for r in range(R):
+                # A stable sort of the negated logits puts the lower bucket first among equals.
+                top = np.argsort(-logits[i, r], kind="stable")[:width]
+                found += [bucket_labels[r, bucket_offsets[r, b] : bucket_offsets[r, b + 1]] for b in top]
+            found_labels, counts = np.unique(np.concatenate(found), return_counts=True)
+            for f in range(min_freq, 0, -1):
+                if np.count_nonzero(counts >= f) >= k:
+                    kept = found_labels[counts >= f]
+                    break
+            if kept is None and width == B:
+                raise ValueError("the inverse lookup lists fewer than k labels in all B buckets")
+            width = min(B, 2 * width)
+        row_scores = logits[i, 0][label_to_bucket[0, kept]]  # [n_candidates] float32
+        for r in range(1, R):
+            row_scores += logits[i, r][label_to_bucket[r, kept]]
+        order = np.lexsort((kept, -row_scores))[:k]
+        labels[i], scores[i] = kept[order], row_scores[order]
+    return labels, scores
+
+
+def load_candidate_kernel():
+    """The compiled gather_candidates, or an ImportError that says how to build it."""
+    try:
+        from mach._gather_batch import gather_candidates
+    except ImportError as err:
+        raise ImportError(_KERNEL_MISSING) from err
+    return gather_candidates
+
+
+def merge_candidates(
+    logits: np.ndarray,
+    label_to_bucket: np.ndarray,
+    bucket_offsets: np.ndarray,
+    bucket_labels: np.ndarray,
+    k: int,
+    m: int,
+    min_freq: int = 1,
+    threads: int = 0,
+    impl: str = "kernel",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k classes per row by the candidate merge: compiled kernel or the NumPy spec.
+
+    Args and Returns as merge_candidates_numpy, plus threads and impl as merge_topk. The kernel
+    needs C-contiguous arrays.
+    """
+    if impl == "numpy":
+        return merge_candidates_numpy(
+            logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min_freq
+        )
+    if impl != "kernel":
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return load_candidate_kernel()(
+        logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min_freq, threads
+    )
+
+
 def to_probabilities(logits: np.ndarray, loss: str) -> np.ndarray:
     """Per-repetition bucket probabilities [batch, R, B] float32: softmax over B, or sigmoid."""
     if loss not in LOSSES:
@@ -160,6 +300,17 @@ def to_probabilities(logits: np.ndarray, loss: str) -> np.ndarray:
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+
+@dataclass(frozen=True)
+class CandidateSearch:
+    """What the candidate merge needs besides the logits (see merge_candidates_numpy)."""
+
+    bucket_offsets: np.ndarray  # [R, B+1] int64, CSR inverse of each repetition's label lookup
+    bucket_labels: np.ndarray  # [R, K] int64
+    m: int  # buckets taken per repetition
+    min_freq: int = 1  # repetitions a candidate must be found in (relaxed until k remain)
+
+
 def merge_scores(
     logits: np.ndarray,
     label_to_bucket: np.ndarray,
@@ -168,6 +319,7 @@ def merge_scores(
     loss: str = "softmax",
     threads: int = 0,
     impl: str = "kernel",
+    candidates: CandidateSearch | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k classes per row, scored by summed logits or by the paper's probability estimator.
 
@@ -177,19 +329,28 @@ def merge_scores(
     increasing affine map of sum_r p_r[h_r(c)], so the kernel ranks by that sum and only the k
     returned scores are transformed (in float64, stored as float32).
 
-    Args and Returns as merge_topk; `loss` is the loss the logits were trained with.
+    Args and Returns as merge_topk; `loss` is the loss the logits were trained with. With
+    `candidates`, only the labels of the top-m buckets are scored (merge_candidates); probabilities
+    rank a repetition's buckets as its logits do, so both modes pick the same buckets.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+    def top(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if candidates is None:
+            return merge_topk(scores, label_to_bucket, k, threads, impl)
+        c = candidates
+        return merge_candidates(
+            scores, label_to_bucket, c.bucket_offsets, c.bucket_labels, k, c.m, c.min_freq, threads, impl
+        )
+
     if mode == "logits":
-        return merge_topk(logits, label_to_bucket, k, threads, impl)
+        return top(logits)
     _, R, B = logits.shape
     if B < 2:
         raise ValueError(f"mode='probs' needs B >= 2 buckets, got B={B}")
-    labels, prob_sums = merge_topk(
-        to_probabilities(logits, loss), label_to_bucket, k, threads, impl
-    )
+    labels, prob_sums = top(to_probabilities(logits, loss))
     estimates = B / (B - 1) * (prob_sums.astype(np.float64) / R - 1.0 / B)
     return labels, estimates.astype(np.float32)

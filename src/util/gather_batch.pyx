@@ -76,3 +76,93 @@ def gather_batch(logits, label_to_bucket, k, threads=0, check_buckets=False):
             merge_topk_kernel[int64_t](logits_ptr, batch, R, B, <const int64_t*>lookup_ptr, K, kk,
                                        n_threads, labels_ptr, scores_ptr)
     return labels, scores
+
+
+cdef extern from "candidate_kernel.h" namespace "mach" nogil:
+    void merge_candidates_kernel[Index](const float* logits, int64_t batch, int64_t R, int64_t B,
+                                        const Index* label_to_bucket, int64_t K,
+                                        const int64_t* bucket_offsets, const int64_t* bucket_labels,
+                                        int64_t k, int64_t m, int64_t min_freq, int threads,
+                                        int64_t* out_labels, float* out_scores) except +
+
+
+def gather_candidates(logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min_freq=1,
+                      threads=0):
+    """Top-k classes of each row, scoring only the labels in each repetition's top-m buckets.
+
+    See mach.merge.merge_candidates_numpy for the spec; with m = B it equals gather_batch.
+
+    Args:
+        logits: [batch, R, B] float32, C-contiguous.
+        label_to_bucket: [R, K] int32 or int64, C-contiguous, values in [0, B).
+        bucket_offsets: [R, B + 1] int64, C-contiguous: the CSR inverse's offsets per repetition.
+        bucket_labels: [R, K] int64, C-contiguous: each repetition's labels grouped by bucket.
+        k: classes to return per row, 1 <= k <= K.
+        m: buckets taken per repetition, 1 <= m <= B.
+        min_freq: repetitions a label must be found in, 1 <= min_freq <= R (relaxed until k remain).
+        threads: OpenMP threads; 0 = the OpenMP default.
+        The lookups must agree with each other (mach.merge.check_inverse_lookups checks, in one pass
+        over [R, K]); inconsistent ones read out of bounds.
+
+    Returns:
+        labels [batch, k] int64 and scores [batch, k] float32, best first, ties by lower label.
+    """
+    _check_array("logits", logits, 3, (np.float32,), "[batch, R, B]")
+    _check_array("label_to_bucket", label_to_bucket, 2, (np.int32, np.int64), "[R, K]")
+    _check_array("bucket_offsets", bucket_offsets, 2, (np.int64,), "[R, B + 1]")
+    _check_array("bucket_labels", bucket_labels, 2, (np.int64,), "[R, K]")
+    cdef int64_t batch = logits.shape[0]
+    cdef int64_t R = logits.shape[1]
+    cdef int64_t B = logits.shape[2]
+    cdef int64_t K = label_to_bucket.shape[1]
+    if R < 1 or B < 1:
+        raise ValueError(f"logits needs R >= 1 and B >= 1, got shape {logits.shape}")
+    if label_to_bucket.shape[0] != R:
+        raise ValueError(f"label_to_bucket has {label_to_bucket.shape[0]} repetitions but logits "
+                         f"has R={R} (shapes {label_to_bucket.shape} and {logits.shape})")
+    if bucket_offsets.shape != (R, B + 1):
+        raise ValueError(f"bucket_offsets must be [R, B + 1] = ({R}, {B + 1}), got shape "
+                         f"{bucket_offsets.shape}")
+    if bucket_labels.shape != (R, K):
+        raise ValueError(f"bucket_labels must be [R, K] = ({R}, {K}) like label_to_bucket, got "
+                         f"shape {bucket_labels.shape}")
+    if R > 255:
+        raise ValueError(f"the candidate merge counts repetitions in one byte: R={R} > 255")
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= K:
+        raise ValueError(f"k must be an integer in 1..K={K}, got {k!r}")
+    if not isinstance(m, (int, np.integer)) or not 1 <= m <= B:
+        raise ValueError(f"m (buckets per repetition) must be an integer in 1..B={B}, got {m!r}")
+    if not isinstance(min_freq, (int, np.integer)) or not 1 <= min_freq <= R:
+        raise ValueError(f"min_freq must be an integer in 1..R={R}, got {min_freq!r}")
+    if not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 (0 = OpenMP default), got {threads!r}")
+    # The ends of each repetition's offsets are cheap to check and catch a wrong K or B.
+    if K > 0 and (np.any(bucket_offsets[:, 0] != 0) or np.any(bucket_offsets[:, B] != K)
+                  or np.any(np.diff(bucket_offsets, axis=1) < 0)):
+        raise ValueError(f"bucket_offsets must rise from 0 to K={K} in every repetition; build "
+                         f"them with mach.hashing.invert_lookup")
+
+    cdef int64_t kk = k
+    cdef int64_t mm = m
+    cdef int64_t freq = min_freq
+    cdef int n_threads = threads
+    cdef cnp.ndarray labels = np.empty((batch, kk), dtype=np.int64)
+    cdef cnp.ndarray scores = np.empty((batch, kk), dtype=np.float32)
+    cdef const float* logits_ptr = <const float*>cnp.PyArray_DATA(logits)
+    cdef void* lookup_ptr = cnp.PyArray_DATA(label_to_bucket)
+    cdef const int64_t* offsets_ptr = <const int64_t*>cnp.PyArray_DATA(bucket_offsets)
+    cdef const int64_t* bucket_labels_ptr = <const int64_t*>cnp.PyArray_DATA(bucket_labels)
+    cdef int64_t* labels_ptr = <int64_t*>cnp.PyArray_DATA(labels)
+    cdef float* scores_ptr = <float*>cnp.PyArray_DATA(scores)
+    if label_to_bucket.dtype == np.int32:
+        with nogil:
+            merge_candidates_kernel[int32_t](logits_ptr, batch, R, B, <const int32_t*>lookup_ptr, K,
+                                             offsets_ptr, bucket_labels_ptr, kk, mm, freq,
+                                             n_threads, labels_ptr, scores_ptr)
+    else:
+        with nogil:
+            merge_candidates_kernel[int64_t](logits_ptr, batch, R, B, <const int64_t*>lookup_ptr, K,
+                                             offsets_ptr, bucket_labels_ptr, kk, mm, freq,
+                                             n_threads, labels_ptr, scores_ptr)
+    return labels, scores
+
