@@ -75,7 +75,8 @@ def predict(cfg, reps: list[TrainedRepetition], files: list[str], R_values: list
 
     Returns {"topk": {R: [n, top_k] int64}, "true_labels": list of [n_i] int64, "forward_s", "merge_s"}.
     """
-    forward = tf.function(lambda parsed: tf.stack([rep.logits(cfg, parsed) for rep in reps], axis=1))
+    # Batches differ in their number of non-zeros; one relaxed trace serves them all.
+    forward = tf.function(lambda parsed: tf.stack([rep.logits(cfg, parsed) for rep in reps], axis=1), reduce_retracing=True)
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
     inverse = None if candidates is None else load_inverse_lookups(cfg, label_to_bucket)
     topk = {R: [] for R in R_values}
