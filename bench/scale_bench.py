@@ -24,6 +24,7 @@ import numpy as np
 
 from mach.hashing import build_label_lookup, invert_lookup
 from mach.merge import merge_candidates, merge_topk
+from merge_bench import best_seconds  # bench/ is on sys.path when a bench script runs
 
 GIB = 1 << 30
 BENCH_DIR = Path(__file__).resolve().parent
@@ -40,15 +41,6 @@ def repetitions_for(K: int) -> int:
 def n_params(input_dim: int, hidden: int, outputs: int) -> int:
     """Weights and biases of input -> hidden (ReLU) -> outputs, the MachNet layout."""
     return input_dim * hidden + hidden + hidden * outputs + outputs
-
-
-def best_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def train_rate(input_dim: int, hidden: int, outputs: int, batch: int, nnz: int, steps: int) -> tuple[float, int]:

@@ -7,6 +7,7 @@ import pytest
 from mach._gather_batch import gather_candidates
 
 from mach.hashing import invert_lookup
+from test_merge import make_inputs as make_merge_inputs
 from mach.merge import (
     CandidateSearch,
     check_inverse_lookups,
@@ -18,14 +19,8 @@ from mach.merge import (
 
 
 def make_inputs(batch, R, B, K, seed=0, dtype=np.int32, integer_logits=False):
-    """Logits, label_to_bucket [R, K] and its CSR inverse bucket_offsets [R, B+1], bucket_labels [R, K]."""
-    rng = np.random.default_rng(seed)
-    if integer_logits:
-        # Few distinct values: ties among buckets and among scores decide the order.
-        logits = rng.integers(-2, 3, size=(batch, R, B)).astype(np.float32)  # [batch, R, B] float32
-    else:
-        logits = rng.standard_normal((batch, R, B), dtype=np.float32)
-    label_to_bucket = rng.integers(0, B, size=(R, K)).astype(dtype)  # [R, K]
+    """test_merge's inputs plus the CSR inverse: bucket_offsets [R, B+1], bucket_labels [R, K]."""
+    logits, label_to_bucket = make_merge_inputs(batch, R, B, K, seed, dtype, integer_logits)
     inverse = [invert_lookup(label_to_bucket[r], B) for r in range(R)]
     bucket_offsets = np.stack([offsets for offsets, _ in inverse])  # [R, B+1] int64
     bucket_labels = np.stack([labels for _, labels in inverse])  # [R, K] int64

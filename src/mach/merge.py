@@ -123,13 +123,13 @@ def merge_topk_numpy_fast(
     return labels, scores
 
 
-def load_kernel():
-    """The compiled gather_batch, or an ImportError that says how to build it (never a silent fallback)."""
+def load_kernel(function: str = "gather_batch"):
+    """A compiled kernel function, or an ImportError that says how to build it (never a silent fallback)."""
     try:
-        from mach._gather_batch import gather_batch
+        import mach._gather_batch as kernel
     except ImportError as err:
         raise ImportError(_KERNEL_MISSING) from err
-    return gather_batch
+    return getattr(kernel, function)
 
 
 def merge_topk(
@@ -252,15 +252,6 @@ def merge_candidates_numpy(
     return labels, scores
 
 
-def load_candidate_kernel():
-    """The compiled gather_candidates, or an ImportError that says how to build it."""
-    try:
-        from mach._gather_batch import gather_candidates
-    except ImportError as err:
-        raise ImportError(_KERNEL_MISSING) from err
-    return gather_candidates
-
-
 def merge_candidates(
     logits: np.ndarray,
     label_to_bucket: np.ndarray,
@@ -283,7 +274,7 @@ def merge_candidates(
         )
     if impl != "kernel":
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    return load_candidate_kernel()(
+    return load_kernel("gather_candidates")(
         logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min_freq, threads
     )
 
