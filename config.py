@@ -32,20 +32,30 @@ class Config:
     n_features: int | None = None  # D, input dimension; None = read from the file header
     n_classes: int | None = None  # K, number of labels; None = read from the file header
     rows_per_shard: int = 200_000  # TFRecord shard size, rows
-    valid_fraction: float = 0.0  # > 0: tuning mode, this share of the training rows replaces the test set
+    valid_fraction: float = (
+        0.0  # > 0: tuning mode, this share of the training rows replaces the test set
+    )
     valid_seed: int = 0  # which training rows are held out in tuning mode
 
     # hashing
     B: int = 64  # buckets per repetition
     R: int = 16  # repetitions (independent models)
-    hash_seed: int = 0  # repetition r hashes with murmurhash3_32 seed hash_seed + r (0 = official code)
-    feat_hash_dim: int | None = None  # hash input features to this many slots; None = no feature hashing
+    hash_seed: int = (
+        0  # repetition r hashes with murmurhash3_32 seed hash_seed + r (0 = official code)
+    )
+    feat_hash_dim: int | None = (
+        None  # hash input features to this many slots; None = no feature hashing
+    )
 
     # model
     hidden: tuple[int, ...] = (500,)  # hidden layer widths (ReLU), input -> hidden... -> B logits
     dropout: float = 0.0  # dropout rate after each hidden layer (training only)
-    loss: str = "softmax"  # "softmax": CE vs normalised bucket multi-hot (paper); "bce": sigmoid CE (official)
-    normalize: str = "l2"  # input rows: "l2" = unit length, "max" = largest |value| 1, "none" = as in the file
+    loss: str = (
+        "softmax"  # "softmax": CE vs normalised bucket multi-hot (paper); "bce": sigmoid CE (official)
+    )
+    normalize: str = (
+        "l2"  # input rows: "l2" = unit length, "max" = largest |value| 1, "none" = as in the file
+    )
 
     # train
     lr: float = 1e-3  # Adam learning rate
@@ -57,7 +67,9 @@ class Config:
 
     # eval
     top_k: int = 5  # k of the top-k kept by the merge; metrics are reported at 1, 3, ..., top_k
-    merge: str = "logits"  # "logits": sum raw logits (official); "probs": paper's unbiased estimator
+    merge: str = (
+        "logits"  # "logits": sum raw logits (official); "probs": paper's unbiased estimator
+    )
     eval_batch_size: int = 1024  # test rows per forward/merge step
     psp_A: float = 0.55  # propensity model A (Jain et al. 2016); 0.55 is the repository's default
     psp_B: float = 1.5  # propensity model B
@@ -66,7 +78,9 @@ class Config:
     work_dir: str = "work"  # all outputs; relative paths are taken from the current directory
     tag: str = ""  # optional run name, to keep variants of the same hashing apart
     threads: int = 0  # CPU threads for TF and the merge kernel; 0 = all cores
-    gpu_memory_mb: int | None = None  # per-process GPU memory cap (several jobs per GPU); None = growth
+    gpu_memory_mb: int | None = (
+        None  # per-process GPU memory cap (several jobs per GPU); None = growth
+    )
 
     def resolve(self, path: str | None) -> Path | None:
         """A data path as given, or under data_dir when relative."""
@@ -84,7 +98,9 @@ class Config:
 
     def tfrecord_dir(self) -> Path:
         """TFRecords depend only on the source data, so every B/R/seed shares them."""
-        return self.dataset_dir() / ("tfrecords" + (f"-{self.holdout_name()}" if self.valid_fraction > 0 else ""))
+        return self.dataset_dir() / (
+            "tfrecords" + (f"-{self.holdout_name()}" if self.valid_fraction > 0 else "")
+        )
 
     def run_dir(self) -> Path:
         """Lookups, checkpoints and metrics of one hashing; another B/seed/feature hash lives apart."""

@@ -19,8 +19,15 @@ from mach.files import write_json_atomic
 
 
 def format_table(results: dict) -> str:
-    ks = sorted({int(key.split("@")[1]) for key in results if key.startswith("P@") and "_" not in key})
-    rows = [("P", "P@{}"), ("nDCG", "nDCG@{}"), ("PSP", "PSP@{}"), ("P official (÷min(|y|,k))", "P@{}_official")]
+    ks = sorted(
+        {int(key.split("@")[1]) for key in results if key.startswith("P@") and "_" not in key}
+    )
+    rows = [
+        ("P", "P@{}"),
+        ("nDCG", "nDCG@{}"),
+        ("PSP", "PSP@{}"),
+        ("P official (÷min(|y|,k))", "P@{}_official"),
+    ]
     lines = [f"{'metric':<26}" + "".join(f"{'@' + str(k):>8}" for k in ks)]
     for name, key in rows:
         if key.format(ks[0]) in results:
@@ -53,17 +60,35 @@ def plot_sweep(sweep: dict, path, title: str) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_flags(parser)
-    parser.add_argument("--R", type=int, help="merge only the first R repetitions (default: Config.R)")
-    parser.add_argument("--sweep-R", action="store_true", help="also report R = 1, 2, 4, ... and plot P@k vs R")
-    parser.add_argument("--merge-impl", choices=["kernel", "numpy"], default="kernel",
-                        help="compiled OpenMP kernel (default) or the slower NumPy reference")
-    parser.add_argument("--merge-candidates", type=int, metavar="M",
-                        help="score only the labels in each repetition's top-M buckets (default: exact merge of all K)")
-    parser.add_argument("--min-freq", type=int, default=2,
-                        help="with --merge-candidates: keep labels found in at least this many repetitions, lowered "
-                             "until top_k remain (default 2, at most R)")
+    parser.add_argument(
+        "--R", type=int, help="merge only the first R repetitions (default: Config.R)"
+    )
+    parser.add_argument(
+        "--sweep-R", action="store_true", help="also report R = 1, 2, 4, ... and plot P@k vs R"
+    )
+    parser.add_argument(
+        "--merge-impl",
+        choices=["kernel", "numpy"],
+        default="kernel",
+        help="compiled OpenMP kernel (default) or the slower NumPy reference",
+    )
+    parser.add_argument(
+        "--merge-candidates",
+        type=int,
+        metavar="M",
+        help="score only the labels in each repetition's top-M buckets (default: exact merge of all K)",
+    )
+    parser.add_argument(
+        "--min-freq",
+        type=int,
+        default=2,
+        help="with --merge-candidates: keep labels found in at least this many repetitions, lowered "
+        "until top_k remain (default 2, at most R)",
+    )
     args = parser.parse_args(argv)
     log = setup_logging().info
     try:
@@ -77,11 +102,19 @@ def main(argv=None) -> int:
         if not 1 <= R <= cfg.R:
             raise ValueError(f"--R {R}: expected 1 <= R <= {cfg.R} (Config.R)")
         if cfg.top_k > cfg.n_classes:
-            raise ValueError(f"top_k={cfg.top_k} is larger than the number of classes {cfg.n_classes}")
-        if args.merge_candidates is not None and not (1 <= args.merge_candidates <= cfg.B and args.min_freq >= 1):
-            raise ValueError(f"--merge-candidates {args.merge_candidates} --min-freq {args.min_freq}: expected "
-                             f"1 <= M <= B={cfg.B} and a min-freq >= 1")
-        candidates = None if args.merge_candidates is None else (args.merge_candidates, args.min_freq)
+            raise ValueError(
+                f"top_k={cfg.top_k} is larger than the number of classes {cfg.n_classes}"
+            )
+        if args.merge_candidates is not None and not (
+            1 <= args.merge_candidates <= cfg.B and args.min_freq >= 1
+        ):
+            raise ValueError(
+                f"--merge-candidates {args.merge_candidates} --min-freq {args.min_freq}: expected "
+                f"1 <= M <= B={cfg.B} and a min-freq >= 1"
+            )
+        candidates = (
+            None if args.merge_candidates is None else (args.merge_candidates, args.min_freq)
+        )
         if args.merge_impl == "kernel":
             from mach.merge import load_kernel
 
@@ -89,33 +122,67 @@ def main(argv=None) -> int:
         reps = evaluation.load_trained(cfg, R, log)
         R_values = evaluation.sweep_sizes(R) if args.sweep_R else [R]
         start = time.time()
-        pred = evaluation.predict(cfg, reps, evaluation.test_files(cfg, data_manifest), R_values, args.merge_impl, log,
-                                  candidates)
+        pred = evaluation.predict(
+            cfg,
+            reps,
+            evaluation.test_files(cfg, data_manifest),
+            R_values,
+            args.merge_impl,
+            log,
+            candidates,
+        )
         seconds = time.time() - start
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     n_train = data_manifest["train"]["rows"]
-    sweep = {Rv: evaluation.score(cfg, pred["topk"][Rv], pred["true_labels"], n_train) for Rv in R_values}
+    sweep = {
+        Rv: evaluation.score(cfg, pred["topk"][Rv], pred["true_labels"], n_train) for Rv in R_values
+    }
     results = sweep[R]
     n = results["rows"]
-    timings = {"forward_s": pred["forward_s"], "merge_s": pred["merge_s"], "total_s": seconds,
-               "samples_per_s": n / seconds, "merge_samples_per_s": n * len(R_values) / max(pred["merge_s"], 1e-9)}
-    merge_name = "exact" if candidates is None else f"candidates m={candidates[0]} min_freq={candidates[1]}"
-    print(f"\n{cfg.name}: R={R} B={cfg.B} merge={cfg.merge} ({args.merge_impl}, {merge_name}) test_rows={n} "
-          f"rows_without_labels={results['rows_without_labels']}")
+    timings = {
+        "forward_s": pred["forward_s"],
+        "merge_s": pred["merge_s"],
+        "total_s": seconds,
+        "samples_per_s": n / seconds,
+        "merge_samples_per_s": n * len(R_values) / max(pred["merge_s"], 1e-9),
+    }
+    merge_name = (
+        "exact" if candidates is None else f"candidates m={candidates[0]} min_freq={candidates[1]}"
+    )
+    print(
+        f"\n{cfg.name}: R={R} B={cfg.B} merge={cfg.merge} ({args.merge_impl}, {merge_name}) test_rows={n} "
+        f"rows_without_labels={results['rows_without_labels']}"
+    )
     print(format_table(results))
-    out = {"metrics": results, "R": R, "merge": cfg.merge, "merge_impl": args.merge_impl, "timings": timings,
-           "config": dataclasses.asdict(cfg), "merge_candidates": args.merge_candidates,
-           "min_freq": None if candidates is None else args.min_freq}
+    out = {
+        "metrics": results,
+        "R": R,
+        "merge": cfg.merge,
+        "merge_impl": args.merge_impl,
+        "timings": timings,
+        "config": dataclasses.asdict(cfg),
+        "merge_candidates": args.merge_candidates,
+        "min_freq": None if candidates is None else args.min_freq,
+    }
     if args.sweep_R:
         out["sweep_R"] = {str(Rv): m for Rv, m in sweep.items()}
         for Rv in R_values:
-            log(f"sweep R={Rv} " + " ".join(f"{k}={sweep[Rv][k]:.2f}" for k in ["P@1", "P@3", "P@5"] if k in sweep[Rv]))
+            log(
+                f"sweep R={Rv} "
+                + " ".join(
+                    f"{k}={sweep[Rv][k]:.2f}" for k in ["P@1", "P@3", "P@5"] if k in sweep[Rv]
+                )
+            )
         plot_sweep(sweep, cfg.run_dir() / "sweep_R.png", f"{cfg.name}: B={cfg.B}")
         log(f"plot={cfg.run_dir() / 'sweep_R.png'}")
     # The candidate merge writes beside the exact one rather than over it.
-    metrics_path = cfg.run_dir() / ("metrics.json" if candidates is None else f"metrics-cand{candidates[0]}-f{candidates[1]}.json")
+    metrics_path = cfg.run_dir() / (
+        "metrics.json"
+        if candidates is None
+        else f"metrics-cand{candidates[0]}-f{candidates[1]}.json"
+    )
     write_json_atomic(metrics_path, out)
     log(f"metrics={metrics_path} " + " ".join(f"{k}={v:.2f}" for k, v in timings.items()))
     return 0

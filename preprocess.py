@@ -18,7 +18,9 @@ from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_flags(parser)
     args = parser.parse_args(argv)
     log = setup_logging().info

@@ -1,7 +1,7 @@
 """Installs the `mach` library from src/mach and builds the merge kernel from src/util.
 
-    pip install -e .            # CPU (tensorflow-cpu)
-    pip install -e .[gpu]       # GPU machines: the CUDA `tensorflow` build instead
+pip install -e .            # CPU (tensorflow-cpu)
+pip install -e .[gpu]       # GPU machines: the CUDA `tensorflow` build instead
 """
 
 import sys

@@ -24,19 +24,33 @@ def parse_repetitions(text: str, R: int) -> list[int]:
         try:
             reps += list(range(int(first), int(last or first) + 1))
         except ValueError:
-            raise ValueError(f"--repetitions {text!r}: expected numbers and ranges such as 0-3,8, or 'all'") from None
+            raise ValueError(
+                f"--repetitions {text!r}: expected numbers and ranges such as 0-3,8, or 'all'"
+            ) from None
     bad = [r for r in reps if not 0 <= r < R]
     if bad or not reps:
-        raise ValueError(f"--repetitions {text!r}: repetition {bad[0] if bad else '?'} is not in 0..{R - 1} (R={R})")
+        raise ValueError(
+            f"--repetitions {text!r}: repetition {bad[0] if bad else '?'} is not in 0..{R - 1} (R={R})"
+        )
     return sorted(set(reps))
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_flags(parser)
-    parser.add_argument("--repetitions", default="all", help="which r to train in this process: 'all', '3', '0-7', '0,2,4'")
-    parser.add_argument("--resume", action="store_true", help="continue from each repetition's last complete epoch")
-    parser.add_argument("--print", metavar="KEY", help="print one resolved Config value and exit (for train.sh)")
+    parser.add_argument(
+        "--repetitions",
+        default="all",
+        help="which r to train in this process: 'all', '3', '0-7', '0,2,4'",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from each repetition's last complete epoch"
+    )
+    parser.add_argument(
+        "--print", metavar="KEY", help="print one resolved Config value and exit (for train.sh)"
+    )
     args = parser.parse_args(argv)
     log = setup_logging().info
     try:
@@ -59,7 +73,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for s in summaries:
-        log(f"done r={s['r']} epochs={s['epochs']} final_loss={s['final_loss']:.5f} wall_s={s['wall_s']} params={s['params']}")
+        log(
+            f"done r={s['r']} epochs={s['epochs']} final_loss={s['final_loss']:.5f} wall_s={s['wall_s']} params={s['params']}"
+        )
     return 0
 
 

@@ -28,7 +28,9 @@ def test_logits(cfg, reps, files, max_rows: int) -> tuple[np.ndarray, list[np.nd
 
     from mach.data import read_rows
 
-    forward = tf.function(lambda parsed: tf.stack([rep.logits(cfg, parsed) for rep in reps], axis=1))
+    forward = tf.function(
+        lambda parsed: tf.stack([rep.logits(cfg, parsed) for rep in reps], axis=1)
+    )
     blocks, true_labels = [], []
     for parsed in read_rows(files, cfg.eval_batch_size):
         blocks.append(forward(parsed).numpy())
@@ -47,12 +49,21 @@ def timed_merge(merge, logits: np.ndarray, batch: int) -> tuple[np.ndarray, floa
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_flags(parser)
-    parser.add_argument("--candidates", default="5:2,10:2,10:1,20:2",
-                        help="comma-separated m:min_freq settings of the candidate merge")
-    parser.add_argument("--rows", type=int, default=4000, help="test rows merged (their logits are held in memory)")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds; the best time of each merge counts")
+    parser.add_argument(
+        "--candidates",
+        default="5:2,10:2,10:1,20:2",
+        help="comma-separated m:min_freq settings of the candidate merge",
+    )
+    parser.add_argument(
+        "--rows", type=int, default=4000, help="test rows merged (their logits are held in memory)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="rounds; the best time of each merge counts"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     log = setup_logging().info
@@ -64,19 +75,22 @@ def main(argv=None) -> int:
 
     cfg = with_data_sizes(cfg, data_manifest := load_data_manifest(cfg))
     reps = evaluation.load_trained(cfg, cfg.R, log)
-    logits, true_labels = test_logits(cfg, reps, evaluation.test_files(cfg, data_manifest), args.rows)
+    logits, true_labels = test_logits(
+        cfg, reps, evaluation.test_files(cfg, data_manifest), args.rows
+    )
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
     bucket_offsets, bucket_labels = evaluation.load_inverse_lookups(cfg, label_to_bucket)
-    log(f"logits rows={len(logits)} R={cfg.R} B={cfg.B} K={cfg.n_classes} gib={logits.nbytes / 2**30:.2f}")
+    log(
+        f"logits rows={len(logits)} R={cfg.R} B={cfg.B} K={cfg.n_classes} gib={logits.nbytes / 2**30:.2f}"
+    )
 
     k = max(5, cfg.top_k)
     merges = {"exact": lambda x: merge_topk(x, label_to_bucket, k, cfg.threads)}
     for setting in args.candidates.split(","):
         m, min_freq = (int(v) for v in setting.split(":"))
-        merges[f"candidates m={m} min_freq={min_freq}"] = (
-            lambda x, m=m, f=min(min_freq, cfg.R): merge_candidates(
-                x, label_to_bucket, bucket_offsets, bucket_labels, k, m, f, cfg.threads)
-        )
+        merges[f"candidates m={m} min_freq={min_freq}"] = lambda x, m=m, f=min(
+            min_freq, cfg.R
+        ): merge_candidates(x, label_to_bucket, bucket_offsets, bucket_labels, k, m, f, cfg.threads)
     seconds = {name: float("inf") for name in merges}
     topk = {}
     for _ in range(args.repeats):
@@ -87,24 +101,47 @@ def main(argv=None) -> int:
     rows = []
     for name in merges:
         scores = metrics.evaluate_topk(topk[name], true_labels, ks=(1, 3, 5))
-        rows.append({
-            "merge": name, "samples_per_s": len(logits) / seconds[name],
-            "speedup": seconds["exact"] / seconds[name],
-            "P@1": scores["P@1"], "P@3": scores["P@3"], "P@5": scores["P@5"],
-            "top1_equal_exact": 100 * float(np.mean(topk[name][:, 0] == topk["exact"][:, 0])),
-            "top5_equal_exact": 100 * float(np.mean(np.all(topk[name] == topk["exact"], axis=1))),
-        })
-    print(f"\n{cfg.name}: K={cfg.n_classes:,} B={cfg.B} R={cfg.R} rows={len(logits)} "
-          f"threads={cfg.threads or 'all'} batch={cfg.eval_batch_size}")
-    print("| merge | samples/s | x exact | P@1 | P@3 | P@5 | top-1 = exact (%) | top-5 = exact (%) |")
+        rows.append(
+            {
+                "merge": name,
+                "samples_per_s": len(logits) / seconds[name],
+                "speedup": seconds["exact"] / seconds[name],
+                "P@1": scores["P@1"],
+                "P@3": scores["P@3"],
+                "P@5": scores["P@5"],
+                "top1_equal_exact": 100 * float(np.mean(topk[name][:, 0] == topk["exact"][:, 0])),
+                "top5_equal_exact": 100
+                * float(np.mean(np.all(topk[name] == topk["exact"], axis=1))),
+            }
+        )
+    print(
+        f"\n{cfg.name}: K={cfg.n_classes:,} B={cfg.B} R={cfg.R} rows={len(logits)} "
+        f"threads={cfg.threads or 'all'} batch={cfg.eval_batch_size}"
+    )
+    print(
+        "| merge | samples/s | x exact | P@1 | P@3 | P@5 | top-1 = exact (%) | top-5 = exact (%) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['merge']} | {row['samples_per_s']:,.0f} | {row['speedup']:.1f} | {row['P@1']:.2f} | "
-              f"{row['P@3']:.2f} | {row['P@5']:.2f} | {row['top1_equal_exact']:.1f} | {row['top5_equal_exact']:.1f} |")
+        print(
+            f"| {row['merge']} | {row['samples_per_s']:,.0f} | {row['speedup']:.1f} | {row['P@1']:.2f} | "
+            f"{row['P@3']:.2f} | {row['P@5']:.2f} | {row['top1_equal_exact']:.1f} | {row['top5_equal_exact']:.1f} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"dataset": cfg.name, "K": cfg.n_classes, "B": cfg.B, "R": cfg.R, "rows": len(logits),
-                       "threads": cfg.threads, "results": rows}, f, indent=2)
+            json.dump(
+                {
+                    "dataset": cfg.name,
+                    "K": cfg.n_classes,
+                    "B": cfg.B,
+                    "R": cfg.R,
+                    "rows": len(logits),
+                    "threads": cfg.threads,
+                    "results": rows,
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

@@ -43,7 +43,9 @@ def n_params(input_dim: int, hidden: int, outputs: int) -> int:
     return input_dim * hidden + hidden + hidden * outputs + outputs
 
 
-def train_rate(input_dim: int, hidden: int, outputs: int, batch: int, nnz: int, steps: int) -> tuple[float, int]:
+def train_rate(
+    input_dim: int, hidden: int, outputs: int, batch: int, nnz: int, steps: int
+) -> tuple[float, int]:
     """Training examples/s of one MachNet with `outputs` logits (B for MACH, K for the full softmax), and
     the parameters of the instantiated model."""
     import tensorflow as tf
@@ -102,26 +104,42 @@ def run_K(K: int, args, tf_rates: dict) -> dict:
     D, H = args.input_dim, args.hidden
     one = n_params(D, H, B)
     full = n_params(D, H, K)
-    out = {"K": K, "B": B, "R": R, "params_one": one, "params_R": R * one, "params_full": full,
-           "bytes_one": 4 * one, "bytes_R": 4 * R * one, "bytes_full": 4 * full}
+    out = {
+        "K": K,
+        "B": B,
+        "R": R,
+        "params_one": one,
+        "params_R": R * one,
+        "params_full": full,
+        "bytes_one": 4 * one,
+        "bytes_R": 4 * R * one,
+        "bytes_full": 4 * full,
+    }
 
     # Training: one MACH repetition depends on B only; the softmax on K.
     if B not in tf_rates:
         tf_rates[B] = train_rate(D, H, B, args.batch, args.nnz, args.steps)
     rate, instantiated = tf_rates[B]
     assert instantiated == one
-    out.update(train_one=rate, train_R=rate / R, train_one_source="measured", train_R_source="measured / R")
+    out.update(
+        train_one=rate, train_R=rate / R, train_one_source="measured", train_R_source="measured / R"
+    )
     if K <= args.softmax_max_K:
         rate_full, instantiated = train_rate(D, H, K, args.batch, args.nnz, max(2, args.steps // 4))
         assert instantiated == full
-        out.update(train_full=rate_full, train_full_source="measured", params_full_source="instantiated")
+        out.update(
+            train_full=rate_full, train_full_source="measured", params_full_source="instantiated"
+        )
         tf_rates["largest_full"] = (K, rate_full)
     else:
         # Beyond what fits: the output layer (2 * H * K FLOPs forward, about 3x that with the
         # backward pass and Adam) dominates, so scale the largest measured rate by H*K+D*H.
         K0, rate0 = tf_rates["largest_full"]
-        out.update(train_full=rate0 * n_params(D, H, K0) / full, train_full_source="computed",
-                   params_full_source="computed")
+        out.update(
+            train_full=rate0 * n_params(D, H, K0) / full,
+            train_full_source="computed",
+            params_full_source="computed",
+        )
 
     # Lookups and merges: measured while [R, K] int32 + 2 x [R, K] int64 fit comfortably.
     label_to_bucket, bucket_offsets, bucket_labels, one_s = lookups(K, B, R)
@@ -132,29 +150,47 @@ def run_K(K: int, args, tf_rates: dict) -> dict:
     exact = lambda: merge_topk(logits, label_to_bucket, k, args.threads)  # noqa: E731
     m = min(args.m, B)
     cand = lambda: merge_candidates(  # noqa: E731
-        logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min(args.min_freq, R), args.threads)
+        logits,
+        label_to_bucket,
+        bucket_offsets,
+        bucket_labels,
+        k,
+        m,
+        min(args.min_freq, R),
+        args.threads,
+    )
     exact_s = cand_s = float("inf")
     for _ in range(args.repeats):
         exact_s = min(exact_s, best_seconds(exact, 1))
         cand_s = min(cand_s, best_seconds(cand, 1))
     same_top1 = float(np.mean(exact()[0][:, 0] == cand()[0][:, 0]))
-    out.update(merge_rows=rows, exact_per_s=rows / exact_s, candidate_per_s=rows / cand_s,
-               candidate_m=m, candidate_min_freq=min(args.min_freq, R), candidate_top1_equal=same_top1,
-               lookup_gib=(label_to_bucket.nbytes + bucket_labels.nbytes) / GIB)
+    out.update(
+        merge_rows=rows,
+        exact_per_s=rows / exact_s,
+        candidate_per_s=rows / cand_s,
+        candidate_m=m,
+        candidate_min_freq=min(args.min_freq, R),
+        candidate_top1_equal=same_top1,
+        lookup_gib=(label_to_bucket.nbytes + bucket_labels.nbytes) / GIB,
+    )
     return out
 
 
 def print_table(results: list[dict]) -> None:
-    print("| K | B | R | params 1 rep | params R reps | params full softmax | MiB R reps | MiB full softmax "
-          "| train ex/s 1 rep | train ex/s R reps | train ex/s full softmax | lookups s (R reps) "
-          "| exact merge samples/s | candidate merge samples/s |")
+    print(
+        "| K | B | R | params 1 rep | params R reps | params full softmax | MiB R reps | MiB full softmax "
+        "| train ex/s 1 rep | train ex/s R reps | train ex/s full softmax | lookups s (R reps) "
+        "| exact merge samples/s | candidate merge samples/s |"
+    )
     print("|" + "---|" * 14)
     for r in results:
         star = "" if r["train_full_source"] == "measured" else " (computed)"
-        print(f"| {r['K']:,} | {r['B']:,} | {r['R']} | {r['params_one'] / 1e6:.2f}M | {r['params_R'] / 1e6:.1f}M "
-              f"| {r['params_full'] / 1e6:,.1f}M | {r['bytes_R'] / 2**20:,.0f} | {r['bytes_full'] / 2**20:,.0f} "
-              f"| {r['train_one']:,.0f} | {r['train_R']:,.0f} | {r['train_full']:,.0f}{star} "
-              f"| {r['lookup_R_s']:.3g} | {r['exact_per_s']:,.0f} | {r['candidate_per_s']:,.0f} |")
+        print(
+            f"| {r['K']:,} | {r['B']:,} | {r['R']} | {r['params_one'] / 1e6:.2f}M | {r['params_R'] / 1e6:.1f}M "
+            f"| {r['params_full'] / 1e6:,.1f}M | {r['bytes_R'] / 2**20:,.0f} | {r['bytes_full'] / 2**20:,.0f} "
+            f"| {r['train_one']:,.0f} | {r['train_R']:,.0f} | {r['train_full']:,.0f}{star} "
+            f"| {r['lookup_R_s']:.3g} | {r['exact_per_s']:,.0f} | {r['candidate_per_s']:,.0f} |"
+        )
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
@@ -205,20 +241,36 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--Ks", default="1e3,1e4,1e5,1e6,1e7", help="comma-separated class counts")
     parser.add_argument("--huge", action="store_true", help="also K = 5e7")
-    parser.add_argument("--input-dim", type=int, default=20_000, help="model input width (synthetic D)")
+    parser.add_argument(
+        "--input-dim", type=int, default=20_000, help="model input width (synthetic D)"
+    )
     parser.add_argument("--hidden", type=int, default=256, help="hidden layer width")
     parser.add_argument("--batch", type=int, default=512, help="training batch")
     parser.add_argument("--nnz", type=int, default=20, help="non-zero features per training row")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")
-    parser.add_argument("--softmax-max-K", type=float, default=1e5,
-                        help="largest K whose full softmax is trained (its [batch, K] logits and Adam state grow with K)")
-    parser.add_argument("--rows", type=int, default=256, help="merged rows at K = 1e6 (more below, fewer above)")
+    parser.add_argument(
+        "--softmax-max-K",
+        type=float,
+        default=1e5,
+        help="largest K whose full softmax is trained (its [batch, K] logits and Adam state grow with K)",
+    )
+    parser.add_argument(
+        "--rows", type=int, default=256, help="merged rows at K = 1e6 (more below, fewer above)"
+    )
     parser.add_argument("--m", type=int, default=10, help="candidate merge: buckets per repetition")
     parser.add_argument("--min-freq", type=int, default=2, help="candidate merge: min_freq")
     parser.add_argument("--threads", type=int, default=1, help="merge kernel threads")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating merge runs; the best counts")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR, help="where scale.json and scale.png go")
-    parser.add_argument("--replot", action="store_true", help="measure nothing: table and plot from <out>/scale.json")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="alternating merge runs; the best counts"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=BENCH_DIR, help="where scale.json and scale.png go"
+    )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="measure nothing: table and plot from <out>/scale.json",
+    )
     args = parser.parse_args(argv)
     Ks = [int(float(k)) for k in args.Ks.split(",")] + ([50_000_000] if args.huge else [])
 
@@ -230,14 +282,26 @@ def main(argv=None):
             start = time.time()
             results.append(run_K(K, args, tf_rates))
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-            print(f"K={K:,} done in {time.time() - start:.0f} s, peak RSS {peak:.1f} GiB", flush=True)
+            print(
+                f"K={K:,} done in {time.time() - start:.0f} s, peak RSS {peak:.1f} GiB", flush=True
+            )
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "scale.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                         "results": results}, indent=2) + "\n")
+        (args.out / "scale.json").write_text(
+            json.dumps(
+                {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2
+            )
+            + "\n"
+        )
     print_table(results)
-    plot(results, args.out / "scale.png", f"MACH vs full softmax: input {args.input_dim:,}, hidden {args.hidden}, "
-         f"B = min(10k, K/10), R = round(8 ln K / ln 1e6)")
-    print(f"wrote {args.out / 'scale.png'}" + ("" if args.replot else f" {args.out / 'scale.json'}"))
+    plot(
+        results,
+        args.out / "scale.png",
+        f"MACH vs full softmax: input {args.input_dim:,}, hidden {args.hidden}, "
+        f"B = min(10k, K/10), R = round(8 ln K / ln 1e6)",
+    )
+    print(
+        f"wrote {args.out / 'scale.png'}" + ("" if args.replot else f" {args.out / 'scale.json'}")
+    )
 
 
 if __name__ == "__main__":

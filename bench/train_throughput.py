@@ -25,7 +25,9 @@ def synthetic_batches(n_batches: int, batch: int, D: int, nnz: int, n_out: int, 
         cols = rng.integers(0, D, size=(batch, nnz))
         indices = np.stack([np.repeat(np.arange(batch), nnz), cols.ravel()], axis=1)
         x = tf.SparseTensor(indices, np.full(batch * nnz, 1 / np.sqrt(nnz), np.float32), [batch, D])
-        y = tf.constant(rng.integers(0, n_out, size=batch))  # class ids: no [batch, K] one-hot for large K
+        y = tf.constant(
+            rng.integers(0, n_out, size=batch)
+        )  # class ids: no [batch, K] one-hot for large K
         out.append((x, y))
     return out
 
@@ -37,7 +39,9 @@ def examples_per_s(n_out: int, args) -> tuple[float, int]:
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model(x)))
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=model(x))
+            )
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
         return loss
 
@@ -51,10 +55,14 @@ def examples_per_s(n_out: int, args) -> tuple[float, int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--K", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
     parser.add_argument("--B", type=int, default=1000)
-    parser.add_argument("--R", type=int, default=16, help="for the parameter count of all repetitions")
+    parser.add_argument(
+        "--R", type=int, default=16, help="for the parameter count of all repetitions"
+    )
     parser.add_argument("--D", type=int, default=10_000, help="input features (sparse)")
     parser.add_argument("--nnz", type=int, default=20, help="non-zeros per row")
     parser.add_argument("--hidden", type=int, nargs="+", default=[500])
@@ -63,17 +71,27 @@ def main(argv=None) -> int:
     parser.add_argument("--min-steps", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=400)
     args = parser.parse_args(argv)
-    print(f"machine: {platform.processor() or platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads, "
-          f"TF {tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads, "
+        f"TF {tf.__version__}, GPUs: {len(tf.config.list_physical_devices('GPU'))}"
+    )
     print(f"D={args.D} nnz={args.nnz} hidden={args.hidden} batch={args.batch} B={args.B}\n")
     mach_rate, mach_params = examples_per_s(args.B, args)
-    print("| K | MACH ex/s (1 rep, B=%d) | full softmax ex/s | MACH / softmax | MACH params (1 rep) | MACH params (R=%d) | softmax params |" % (args.B, args.R))
+    print(
+        "| K | MACH ex/s (1 rep, B=%d) | full softmax ex/s | MACH / softmax | MACH params (1 rep) | MACH params (R=%d) | softmax params |"
+        % (args.B, args.R)
+    )
     print("|---|---|---|---|---|---|---|")
     for K in args.K:
-        mach_rate, mach_params = examples_per_s(args.B, args)  # re-measured next to each K: the machine is noisy
+        mach_rate, mach_params = examples_per_s(
+            args.B, args
+        )  # re-measured next to each K: the machine is noisy
         full_rate, full_params = examples_per_s(K, args)
-        print(f"| {K:,} | {mach_rate:,.0f} | {full_rate:,.0f} | {mach_rate / full_rate:.1f}x | {mach_params:,} | "
-              f"{mach_params * args.R:,} | {full_params:,} |", flush=True)
+        print(
+            f"| {K:,} | {mach_rate:,.0f} | {full_rate:,.0f} | {mach_rate / full_rate:.1f}x | {mach_params:,} | "
+            f"{mach_params * args.R:,} | {full_params:,} |",
+            flush=True,
+        )
     return 0
 
 

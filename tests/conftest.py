@@ -30,7 +30,11 @@ def make_rows(n_rows: int, seed: int) -> list[tuple[list[int], dict[int, float]]
 def format_rows(rows, header: bool = True) -> str:
     lines = [f"{len(rows)} {N_FEATURES} {N_CLASSES}"] if header else []
     for labels, feats in rows:
-        lines.append(",".join(map(str, labels)) + " " + " ".join(f"{i}:{v:g}" for i, v in sorted(feats.items())))
+        lines.append(
+            ",".join(map(str, labels))
+            + " "
+            + " ".join(f"{i}:{v:g}" for i, v in sorted(feats.items()))
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -47,9 +51,19 @@ def tiny_files(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def tiny_cfg(tiny_files, tmp_path: Path) -> config.Config:
     return dataclasses.replace(
-        config.BASE, name="tiny", train_file=str(tiny_files["train"]), test_file=str(tiny_files["test"]),
-        work_dir=str(tmp_path / "work"), B=8, R=2, hidden=(16,), batch_size=16, epochs=2, top_k=5,
-        eval_batch_size=16, threads=1,
+        config.BASE,
+        name="tiny",
+        train_file=str(tiny_files["train"]),
+        test_file=str(tiny_files["test"]),
+        work_dir=str(tmp_path / "work"),
+        B=8,
+        R=2,
+        hidden=(16,),
+        batch_size=16,
+        epochs=2,
+        top_k=5,
+        eval_batch_size=16,
+        threads=1,
     )
 
 

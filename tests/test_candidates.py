@@ -38,18 +38,24 @@ def assert_same(got, want):
 @pytest.mark.parametrize("min_freq", [1, 3])
 def test_all_buckets_is_the_exact_merge(integer_logits, dtype, min_freq):
     # B = 200: the kernel prunes 64-logit spans when m <= B / 64; m = B takes its plain path.
-    logits, *lookups = make_inputs(11, R=3, B=200, K=3000, seed=1, dtype=dtype, integer_logits=integer_logits)
+    logits, *lookups = make_inputs(
+        11, R=3, B=200, K=3000, seed=1, dtype=dtype, integer_logits=integer_logits
+    )
     want = merge_topk_numpy(logits, lookups[0], 7)
     assert_same(merge_candidates_numpy(logits, *lookups, 7, m=200, min_freq=min_freq), want)
     assert_same(gather_candidates(logits, *lookups, 7, 200, min_freq, 2), want)
 
 
 @pytest.mark.parametrize("batch", [1, 7, 16, 33])
-@pytest.mark.parametrize("m, min_freq, k", [(1, 1, 5), (2, 2, 5), (3, 4, 13), (5, 2, 1), (40, 3, 13)])
+@pytest.mark.parametrize(
+    "m, min_freq, k", [(1, 1, 5), (2, 2, 5), (3, 4, 13), (5, 2, 1), (40, 3, 13)]
+)
 @pytest.mark.parametrize("integer_logits", [False, True])
 def test_kernel_matches_spec(batch, m, min_freq, k, integer_logits):
     # B = 300: four 64-logit spans and a tail of 44; K = 5000 is not a multiple of B.
-    logits, *lookups = make_inputs(batch, R=4, B=300, K=5000, seed=batch + m, integer_logits=integer_logits)
+    logits, *lookups = make_inputs(
+        batch, R=4, B=300, K=5000, seed=batch + m, integer_logits=integer_logits
+    )
     want = merge_candidates_numpy(logits, *lookups, k, m, min_freq)
     for threads in (1, 2):
         assert_same(gather_candidates(logits, *lookups, k, m, min_freq, threads), want)
@@ -112,11 +118,31 @@ def test_merge_scores_with_all_buckets_equals_exact(mode):
 @pytest.mark.parametrize(
     "change, error, message",
     [
-        (lambda x, t, o, b: (x, t, o.astype(np.int32), b), TypeError, "bucket_offsets must have dtype int64"),
-        (lambda x, t, o, b: (x, t, o, b.astype(np.int32)), TypeError, "bucket_labels must have dtype int64"),
-        (lambda x, t, o, b: (x, t, o[:, :-1].copy(), b), ValueError, r"bucket_offsets must be \[R, B \+ 1\] = \(3, 9\)"),
-        (lambda x, t, o, b: (x, t, o, b[:, :-1].copy()), ValueError, r"bucket_labels must be \[R, K\] = \(3, 30\)"),
-        (lambda x, t, o, b: (x, t, o[:2], b[:2]), ValueError, r"bucket_offsets must be \[R, B \+ 1\]"),
+        (
+            lambda x, t, o, b: (x, t, o.astype(np.int32), b),
+            TypeError,
+            "bucket_offsets must have dtype int64",
+        ),
+        (
+            lambda x, t, o, b: (x, t, o, b.astype(np.int32)),
+            TypeError,
+            "bucket_labels must have dtype int64",
+        ),
+        (
+            lambda x, t, o, b: (x, t, o[:, :-1].copy(), b),
+            ValueError,
+            r"bucket_offsets must be \[R, B \+ 1\] = \(3, 9\)",
+        ),
+        (
+            lambda x, t, o, b: (x, t, o, b[:, :-1].copy()),
+            ValueError,
+            r"bucket_labels must be \[R, K\] = \(3, 30\)",
+        ),
+        (
+            lambda x, t, o, b: (x, t, o[:2], b[:2]),
+            ValueError,
+            r"bucket_offsets must be \[R, B \+ 1\]",
+        ),
         (lambda x, t, o, b: (x, t, o[:, ::-1].copy(), b), ValueError, "must rise from 0 to K=30"),
         (lambda x, t, o, b: (x[:, :, ::2], t, o, b), ValueError, "logits must be C-contiguous"),
     ],
@@ -151,13 +177,14 @@ def test_inconsistent_inverse_is_caught():
     check_inverse_lookups(label_to_bucket, offsets, labels)
     swapped = labels.copy()
     swapped[1, [0, -1]] = swapped[1, [-1, 0]]
-    with pytest.raises(ValueError, match=r"bucket_labels\[1\] does not list each label once, in its bucket"):
+    with pytest.raises(
+        ValueError, match=r"bucket_labels\[1\] does not list each label once, in its bucket"
+    ):
         check_inverse_lookups(label_to_bucket, offsets, swapped)
     out_of_range = labels.copy()
     out_of_range[2, 3] = 30
     with pytest.raises(ValueError, match=r"bucket_labels\[2\] must hold labels in \[0, K=30\)"):
         check_inverse_lookups(label_to_bucket, offsets, out_of_range)
-
 
 
 def test_evaluate_cli_with_all_buckets_matches_exact(tiny_files, tmp_path, capsys):
@@ -167,9 +194,28 @@ def test_evaluate_cli_with_all_buckets_matches_exact(tiny_files, tmp_path, capsy
     import train
 
     work = tmp_path / "work"
-    flags = ["--dataset", "tinycand", "--work-dir", str(work), "--set", f"train_file='{tiny_files['train']}'",
-             "--set", f"test_file='{tiny_files['test']}'", "--set", "B=8", "--set", "R=2",
-             "--set", "hidden=(16,)", "--set", "epochs=1", "--set", "batch_size=16", "--set", "threads=1"]
+    flags = [
+        "--dataset",
+        "tinycand",
+        "--work-dir",
+        str(work),
+        "--set",
+        f"train_file='{tiny_files['train']}'",
+        "--set",
+        f"test_file='{tiny_files['test']}'",
+        "--set",
+        "B=8",
+        "--set",
+        "R=2",
+        "--set",
+        "hidden=(16,)",
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "threads=1",
+    ]
     assert preprocess.main(flags) == 0 and train.main(flags) == 0
     assert evaluate.main(flags) == 0
     assert evaluate.main([*flags, "--merge-candidates", "8", "--min-freq", "2"]) == 0

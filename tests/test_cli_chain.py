@@ -11,9 +11,35 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(script, tiny_files, work, *flags):
-    data = ["--set", f"train_file='{tiny_files['train']}'", "--set", f"test_file='{tiny_files['test']}'"]
-    small = ["--set", "B=8", "--set", "R=2", "--set", "hidden=(16,)", "--set", "epochs=1", "--set", "batch_size=16"]
-    cmd = [sys.executable, str(REPO / script), "--dataset", "tinycli", "--work-dir", str(work), *data, *small, *flags]
+    data = [
+        "--set",
+        f"train_file='{tiny_files['train']}'",
+        "--set",
+        f"test_file='{tiny_files['test']}'",
+    ]
+    small = [
+        "--set",
+        "B=8",
+        "--set",
+        "R=2",
+        "--set",
+        "hidden=(16,)",
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_size=16",
+    ]
+    cmd = [
+        sys.executable,
+        str(REPO / script),
+        "--dataset",
+        "tinycli",
+        "--work-dir",
+        str(work),
+        *data,
+        *small,
+        *flags,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=work.parent)
 
 
@@ -47,7 +73,9 @@ def test_evaluate_refuses_mismatched_checkpoints(tiny_files, tmp_path):
     assert run("train.py", tiny_files, work).returncode == 0
     other = run("evaluate.py", tiny_files, work, "--set", "hidden=(32,)")
     assert other.returncode == 2
-    assert "cannot evaluate" in other.stderr and "hidden: checkpoint [16] vs now [32]" in other.stderr
+    assert (
+        "cannot evaluate" in other.stderr and "hidden: checkpoint [16] vs now [32]" in other.stderr
+    )
     missing = run("evaluate.py", tiny_files, work, "--set", "R=3")
     assert missing.returncode == 2 and "no lookup for r=2" in missing.stderr
 

@@ -1,5 +1,4 @@
 import dataclasses
-import os
 
 import numpy as np
 import pytest
@@ -8,7 +7,11 @@ import tensorflow as tf
 from conftest import N_CLASSES, N_FEATURES, make_rows, quiet
 from mach.data import SCHEMA, parse_batch, read_rows, tfrecord_files
 from mach.prepare import (
-    load_data_manifest, load_lookups, prepare_lookups, prepare_tfrecords, with_data_sizes,
+    load_data_manifest,
+    load_lookups,
+    prepare_lookups,
+    prepare_tfrecords,
+    with_data_sizes,
 )
 from mach.xcformat import DataFormatError, iter_rows
 
@@ -39,7 +42,10 @@ def test_tfrecord_round_trip_through_tf_data(tiny_cfg, tiny_files):
     raw = next(iter(tf.data.TFRecordDataset(files).batch(2)))
     eager = parse_batch(raw)
     assert set(eager) == set(SCHEMA)
-    assert tf.sparse.to_dense(eager["labels"])[0, : len(expected[0].labels)].numpy().tolist() == expected[0].labels.tolist()
+    assert (
+        tf.sparse.to_dense(eager["labels"])[0, : len(expected[0].labels)].numpy().tolist()
+        == expected[0].labels.tolist()
+    )
 
 
 def test_sizes_come_from_the_header_when_not_configured(tiny_cfg):
@@ -121,8 +127,14 @@ def test_data_file_with_split_files(tmp_path):
     (tmp_path / "tr.txt").write_text("4 1\n2 2\n")
     (tmp_path / "ts.txt").write_text("1 3\n")
     base = dataclasses.replace(
-        config.BASE, name="split", data_dir=str(tmp_path), data_file="all.txt", train_split_file="tr.txt",
-        test_split_file="ts.txt", work_dir=str(tmp_path / "work"), rows_per_shard=1,
+        config.BASE,
+        name="split",
+        data_dir=str(tmp_path),
+        data_file="all.txt",
+        train_split_file="tr.txt",
+        test_split_file="ts.txt",
+        work_dir=str(tmp_path / "work"),
+        rows_per_shard=1,
     )
     for split, train_labels, test_labels in [(1, [1, 3], [0]), (2, [0, 1], [2])]:
         cfg = dataclasses.replace(base, split=split)
@@ -130,9 +142,15 @@ def test_data_file_with_split_files(tmp_path):
         assert len(manifest["train"]["shards"]) == 2  # rows_per_shard=1
         for name, expected in [("train", train_labels), ("test", test_labels)]:
             files = tfrecord_files(cfg.tfrecord_dir(), manifest[name])
-            got = [int(l) for batch in read_rows(files, 8) for l in batch["labels"].values.numpy()]
+            got = [
+                int(label)
+                for batch in read_rows(files, 8)
+                for label in batch["labels"].values.numpy()
+            ]
             assert got == expected  # rows keep the data file's order
-        assert np.load(cfg.tfrecord_dir() / "train_label_counts.npy").tolist() == [int(i in train_labels) for i in range(6)]
+        assert np.load(cfg.tfrecord_dir() / "train_label_counts.npy").tolist() == [
+            int(i in train_labels) for i in range(6)
+        ]
     (tmp_path / "ts.txt").write_text("1 3\n2 3\n")
     with pytest.raises(DataFormatError, match="row 2 is in both the train and the test split"):
         prepare_tfrecords(base, quiet)
@@ -151,6 +169,10 @@ def test_tuning_mode_holds_out_training_rows_and_never_reads_test(tiny_cfg, tiny
     manifest = prepare_tfrecords(cfg, quiet)
     assert manifest["train"]["rows"] + manifest["test"]["rows"] == 64
     assert 8 <= manifest["test"]["rows"] <= 24
-    assert "valid0.25-s0" in cfg.tfrecord_dir().name and cfg.run_dir().name.startswith("valid0.25-s0-")
-    again = prepare_tfrecords(dataclasses.replace(cfg, work_dir=str(cfg.dataset_dir()) + "2"), quiet)
+    assert "valid0.25-s0" in cfg.tfrecord_dir().name and cfg.run_dir().name.startswith(
+        "valid0.25-s0-"
+    )
+    again = prepare_tfrecords(
+        dataclasses.replace(cfg, work_dir=str(cfg.dataset_dir()) + "2"), quiet
+    )
     assert again["test"]["rows"] == manifest["test"]["rows"]  # the same rows every time

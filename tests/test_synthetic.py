@@ -23,7 +23,9 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     a, b, c = tmp_path / "a.txt", tmp_path / "b.txt", tmp_path / "c.txt"
     write_split(spec, "train", 5000, a, log=lambda _: None)
     write_split(spec, "train", 5000, b, log=lambda _: None)
-    write_split(SyntheticSpec(n_classes=5000, n_features=300, seed=4), "train", 5000, c, log=lambda _: None)
+    write_split(
+        SyntheticSpec(n_classes=5000, n_features=300, seed=4), "train", 5000, c, log=lambda _: None
+    )
     assert digest(a) == digest(b) != digest(c)
 
 
@@ -78,13 +80,33 @@ def test_multiclass_has_exactly_one_label_per_row(tmp_path):
 
 def test_cli_writes_train_and_test(tmp_path, capsys):
     out = tmp_path / "synth"
-    assert main(["--K", "1e4", "--D", "200", "--train-rows", "50", "--test-rows", "20", "--out", str(out)]) == 0
-    assert read_header(out / "train.txt").n_rows == 50 and read_header(out / "test.txt").n_rows == 20
+    assert (
+        main(
+            [
+                "--K",
+                "1e4",
+                "--D",
+                "200",
+                "--train-rows",
+                "50",
+                "--test-rows",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert (
+        read_header(out / "train.txt").n_rows == 50 and read_header(out / "test.txt").n_rows == 20
+    )
     assert "preprocess.py --dataset synth" in capsys.readouterr().out
     assert digest(out / "train.txt") != digest(out / "test.txt")
 
 
-@pytest.mark.parametrize("kwargs", [{"n_classes": 0}, {"zipf_a": 0.0}, {"keep_prob": 1.5}, {"labels_per_row": 20.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"n_classes": 0}, {"zipf_a": 0.0}, {"keep_prob": 1.5}, {"labels_per_row": 20.0}]
+)
 def test_bad_spec_raises(tmp_path, kwargs):
     spec = SyntheticSpec(**{"n_classes": 100, "n_features": 10, **kwargs})
     with pytest.raises(ValueError):

@@ -10,16 +10,48 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="train.sh needs tmux (.ci/run installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="train.sh needs tmux (.ci/run installs it)"
+)
 
 
 def run_train_sh(tiny_files, work, *flags):
-    extra = ["--", "--set", f"train_file='{tiny_files['train']}'", "--set", f"test_file='{tiny_files['test']}'",
-             "--set", "B=8", "--set", "hidden=(8,)", "--set", "epochs=1", "--set", "batch_size=16"]
+    extra = [
+        "--",
+        "--set",
+        f"train_file='{tiny_files['train']}'",
+        "--set",
+        f"test_file='{tiny_files['test']}'",
+        "--set",
+        "B=8",
+        "--set",
+        "hidden=(8,)",
+        "--set",
+        "epochs=1",
+        "--set",
+        "batch_size=16",
+    ]
     env = dict(os.environ, PYTHON=sys.executable)
-    return subprocess.run(["bash", str(REPO / "train.sh"), "--dataset", "tinysh", "--R", "2", "--jobs", "2",
-                           "--work-dir", str(work), *flags, *extra],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [
+            "bash",
+            str(REPO / "train.sh"),
+            "--dataset",
+            "tinysh",
+            "--R",
+            "2",
+            "--jobs",
+            "2",
+            "--work-dir",
+            str(work),
+            *flags,
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
@@ -40,6 +72,17 @@ def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
     assert "r00 done" in failed.stdout
     assert "does not match its checksum" in (work / "tinysh" / "jobs" / "r01.log").read_text()
 
-    status = subprocess.run(["bash", str(REPO / "train.sh"), "--dataset", "tinysh", "--work-dir", str(work), "--status"],
-                            capture_output=True, text=True)
+    status = subprocess.run(
+        [
+            "bash",
+            str(REPO / "train.sh"),
+            "--dataset",
+            "tinysh",
+            "--work-dir",
+            str(work),
+            "--status",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert "r00 done" in status.stdout and "r01 FAILED" in status.stdout

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import quiet
-from mach.data import read_rows, rows_to_model_input, tfrecord_files
+from mach.data import rows_to_model_input, tfrecord_files
 from mach.model import MachNet, bucket_loss
 from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 from mach.training import Repetition, train_repetitions
@@ -38,26 +38,36 @@ def test_bce_loss_by_hand():
 def test_pipeline_maps_labels_to_buckets_and_clips_shared_buckets():
     parsed = {
         "labels": tf.sparse.from_dense(tf.constant([[1, 3, 4], [0, 0, 0]], tf.int64)),
-        "feat_idx": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], tf.constant([2, 5, 5], tf.int64), [2, 2]),
+        "feat_idx": tf.SparseTensor(
+            [[0, 0], [0, 1], [1, 0]], tf.constant([2, 5, 5], tf.int64), [2, 2]
+        ),
         "feat_val": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], [3.0, 4.0, 2.0], [2, 2]),
     }
     lookup = tf.constant([0, 2, 1, 2, 0], tf.int32)  # labels 1 and 3 share bucket 2
     inputs, targets = rows_to_model_input(parsed, lookup, 3, 6, None, "l2")
     assert targets.numpy().tolist() == [[1, 0, 1], [0, 0, 0]]
     dense = tf.sparse.to_dense(tf.sparse.reorder(inputs)).numpy()
-    assert dense[0, 2] == pytest.approx(0.6) and dense[0, 5] == pytest.approx(0.8) and dense[1, 5] == 1.0
+    assert (
+        dense[0, 2] == pytest.approx(0.6)
+        and dense[0, 5] == pytest.approx(0.8)
+        and dense[1, 5] == 1.0
+    )
 
 
 def test_feature_hashing_adds_colliding_features():
     parsed = {
         "labels": tf.sparse.from_dense(tf.constant([[1]], tf.int64)),
-        "feat_idx": tf.SparseTensor([[0, 0], [0, 1], [0, 2]], tf.constant([0, 1, 2], tf.int64), [1, 3]),
+        "feat_idx": tf.SparseTensor(
+            [[0, 0], [0, 1], [0, 2]], tf.constant([0, 1, 2], tf.int64), [1, 3]
+        ),
         "feat_val": tf.SparseTensor([[0, 0], [0, 1], [0, 2]], [1.0, 2.0, 4.0], [1, 3]),
     }
     slot = tf.constant([1, 1, 0], tf.int32)  # features 0 and 1 collide in slot 1
     inputs, _ = rows_to_model_input(parsed, tf.constant([0, 1]), 2, 2, slot, "none")
     weights = tf.constant([[10.0], [100.0]])
-    assert tf.sparse.sparse_dense_matmul(inputs, weights).numpy().tolist() == [[(1 + 2) * 100 + 4 * 10]]
+    assert tf.sparse.sparse_dense_matmul(inputs, weights).numpy().tolist() == [
+        [(1 + 2) * 100 + 4 * 10]
+    ]
 
 
 def test_partial_last_batch_is_kept_and_unlabeled_rows_weigh_nothing(tiny_cfg, tiny_files):
@@ -66,15 +76,26 @@ def test_partial_last_batch_is_kept_and_unlabeled_rows_weigh_nothing(tiny_cfg, t
     tiny_files["train"].write_text("\n".join(text) + "\n")
     cfg, manifest = preprocess(tiny_cfg)
     rep = Repetition(dataclasses.replace(cfg, batch_size=10), 0)
-    batches = list(rep.dataset(dataclasses.replace(cfg, batch_size=10), tfrecord_files(cfg.tfrecord_dir(), manifest["train"]), 0))
+    batches = list(
+        rep.dataset(
+            dataclasses.replace(cfg, batch_size=10),
+            tfrecord_files(cfg.tfrecord_dir(), manifest["train"]),
+            0,
+        )
+    )
     assert [int(y.shape[0]) for _, y in batches] == [10] * 6 + [4]  # 64 rows: no zero-padding
     assert manifest["train"]["rows_without_labels"] == 1
-    assert sum(int(tf.reduce_sum(tf.cast(tf.reduce_sum(y, 1) == 0, tf.int32))) for _, y in batches) == 1
+    assert (
+        sum(int(tf.reduce_sum(tf.cast(tf.reduce_sum(y, 1) == 0, tf.int32))) for _, y in batches)
+        == 1
+    )
     # The unlabeled row changes neither the loss nor its gradient.
     x, y = next((x, y) for x, y in batches if bool(tf.reduce_any(tf.reduce_sum(y, 1) == 0)))
     keep = tf.reduce_sum(y, 1) > 0
     logits = rep.model(x)
-    assert float(bucket_loss(logits, y, "softmax")) == pytest.approx(float(bucket_loss(logits[keep], y[keep], "softmax")))
+    assert float(bucket_loss(logits, y, "softmax")) == pytest.approx(
+        float(bucket_loss(logits[keep], y[keep], "softmax"))
+    )
 
 
 def trained_weights(cfg, manifest, groups, resume=False):
@@ -83,7 +104,9 @@ def trained_weights(cfg, manifest, groups, resume=False):
     out = {}
     for r in range(cfg.R):
         model = MachNet(cfg.input_dim(), cfg.hidden, cfg.B, 0.0, cfg.seed, r)
-        tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(str(cfg.ckpt_dir(r)))).expect_partial()
+        tf.train.Checkpoint(model=model).restore(
+            tf.train.latest_checkpoint(str(cfg.ckpt_dir(r)))
+        ).expect_partial()
         out[r] = [v.numpy() for v in model.trainable_variables]
     return out
 
@@ -92,7 +115,9 @@ def test_training_lowers_the_loss(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=8, lr=0.01))
     messages = []
     summaries = train_repetitions(cfg, [0, 1], manifest, False, messages.append)
-    first = [float(m.split("loss=")[1].split()[0]) for m in messages if m.startswith("r=0 epoch=1 ")][0]
+    first = [
+        float(m.split("loss=")[1].split()[0]) for m in messages if m.startswith("r=0 epoch=1 ")
+    ][0]
     assert summaries[0]["final_loss"] < 0.8 * first
     assert summaries[0]["epochs"] == 8 and (cfg.ckpt_dir(0) / "train.json").is_file()
     assert any(m.startswith("r=1 epoch=8 loss=") and "ex_per_s=" in m for m in messages)
@@ -154,7 +179,9 @@ def test_resume_refuses_a_checkpoint_of_another_model(tiny_cfg):
 def test_dense_and_sparse_first_layer_agree(monkeypatch):
     import mach.model
 
-    x = tf.SparseTensor([[0, 1], [0, 1], [1, 4]], [1.0, 2.0, 0.5], [2, 6])  # a duplicate entry adds up
+    x = tf.SparseTensor(
+        [[0, 1], [0, 1], [1, 4]], [1.0, 2.0, 0.5], [2, 6]
+    )  # a duplicate entry adds up
     model = MachNet(6, (4,), 3, 0.0, 0, 0)
     dense = model(x).numpy()
     monkeypatch.setattr(mach.model, "DENSE_INPUT_MAX", 0)
@@ -164,7 +191,9 @@ def test_dense_and_sparse_first_layer_agree(monkeypatch):
 def test_max_normalisation_makes_binary_rows_binary_again():
     parsed = {
         "labels": tf.sparse.from_dense(tf.constant([[1], [0]], tf.int64)),
-        "feat_idx": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], tf.constant([0, 3, 2], tf.int64), [2, 2]),
+        "feat_idx": tf.SparseTensor(
+            [[0, 0], [0, 1], [1, 0]], tf.constant([0, 3, 2], tf.int64), [2, 2]
+        ),
         "feat_val": tf.SparseTensor([[0, 0], [0, 1], [1, 0]], [0.5**0.5, 0.5**0.5, -4.0], [2, 2]),
     }
     inputs, _ = rows_to_model_input(parsed, tf.constant([0, 1]), 2, 4, None, "max")

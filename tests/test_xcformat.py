@@ -50,7 +50,10 @@ def test_gzip_is_read_transparently(tmp_path):
     "text, message",
     [
         ("1 10 10\n12 0:1\n", "data.txt:2: label 12 is out of range; expected 0 <= label < 10"),
-        ("1 10 10\n1 10:1\n", "data.txt:2: feature index 10 is out of range; expected 0 <= index < 10"),
+        (
+            "1 10 10\n1 10:1\n",
+            "data.txt:2: feature index 10 is out of range; expected 0 <= index < 10",
+        ),
         ("1 10 10\n1,x 0:1\n", "data.txt:2: label 'x' is not an integer"),
         ("1 10 10\n1 a:1\n", "data.txt:2: feature index 'a' is not an integer"),
         ("1 10 10\n1 3:abc\n", "data.txt:2: feature value 'abc' is not a number"),

@@ -18,11 +18,23 @@ CHOICES = {
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="delicious", help="a preset from config.py, or a new name with --set *_file=...")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a Config field for this run (repeatable), e.g. --set B=128 --set 'hidden=(1024,512)'")
+    parser.add_argument(
+        "--dataset",
+        default="delicious",
+        help="a preset from config.py, or a new name with --set *_file=...",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a Config field for this run (repeatable), e.g. --set B=128 --set 'hidden=(1024,512)'",
+    )
     parser.add_argument("--work-dir", help="where outputs go (Config.work_dir)")
-    parser.add_argument("--data-dir", help="where relative data paths are looked up (Config.data_dir)")
+    parser.add_argument(
+        "--data-dir", help="where relative data paths are looked up (Config.data_dir)"
+    )
 
 
 def _type_matches(value, hint) -> bool:
@@ -36,7 +48,9 @@ def _type_matches(value, hint) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if origin is tuple:
-        return isinstance(value, tuple) and all(_type_matches(v, typing.get_args(hint)[0]) for v in value)
+        return isinstance(value, tuple) and all(
+            _type_matches(v, typing.get_args(hint)[0]) for v in value
+        )
     return isinstance(value, hint)
 
 
@@ -47,7 +61,12 @@ def _parse_value(text: str, hint):
         value = text  # a bare word such as loss=bce is a string
     if typing.get_origin(hint) is tuple and isinstance(value, (int, list)):
         value = tuple(value) if isinstance(value, list) else (value,)
-    if isinstance(value, int) and not isinstance(value, bool) and _type_matches(1.0, hint) and not _type_matches(1, hint):
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and _type_matches(1.0, hint)
+        and not _type_matches(1, hint)
+    ):
         value = float(value)
     return value
 
@@ -66,7 +85,9 @@ def apply_overrides(cfg, pairs: list[str]):
             raise ValueError(f"--set {key}: unknown key; valid keys: {valid}")
         value = _parse_value(text.strip(), hints[key])
         if not _type_matches(value, hints[key]):
-            raise ValueError(f"--set {key}={text}: expected a value of type {hints[key]}, got {value!r}; valid keys: {valid}")
+            raise ValueError(
+                f"--set {key}={text}: expected a value of type {hints[key]}, got {value!r}; valid keys: {valid}"
+            )
         changes[key] = value
     return check_config(dataclasses.replace(cfg, **changes))
 
@@ -75,7 +96,16 @@ def check_config(cfg):
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
-    for key in ["B", "R", "batch_size", "epochs", "top_k", "eval_batch_size", "rows_per_shard", "split"]:
+    for key in [
+        "B",
+        "R",
+        "batch_size",
+        "epochs",
+        "top_k",
+        "eval_batch_size",
+        "rows_per_shard",
+        "split",
+    ]:
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key}={getattr(cfg, key)}: expected a positive integer")
     if cfg.B < 2:

@@ -37,7 +37,9 @@ class ShardedWriter:
 
     def __init__(self, directory: Path, prefix: str, rows_per_shard: int, n_classes: int):
         self.directory, self.prefix, self.rows_per_shard = directory, prefix, rows_per_shard
-        self.label_counts = np.zeros(n_classes, dtype=np.int64)  # [K] rows per label, for propensities
+        self.label_counts = np.zeros(
+            n_classes, dtype=np.int64
+        )  # [K] rows per label, for propensities
         self.shards: list[str] = []
         self.rows = self.label_count = self.feature_count = self.rows_without_labels = 0
         self._writer = None
@@ -50,7 +52,9 @@ class ShardedWriter:
         self.label_count += len(labels)
         self.feature_count += len(feat_idx)
         self.rows_without_labels += len(labels) == 0
-        self.label_counts[labels] += 1  # labels within a row are distinct in XC data; duplicates count once
+        self.label_counts[
+            labels
+        ] += 1  # labels within a row are distinct in XC data; duplicates count once
 
     def _open_next(self) -> None:
         if self._writer is not None:
@@ -100,7 +104,11 @@ def rows_to_model_input(
         row_scale = tf.math.unsorted_segment_max(tf.abs(values), rows, batch)
     if normalize != "none":
         values = values / tf.maximum(tf.gather(row_scale, rows), 1e-12)
-    cols = feat_idx.values if feature_to_slot is None else tf.cast(tf.gather(feature_to_slot, feat_idx.values), tf.int64)
+    cols = (
+        feat_idx.values
+        if feature_to_slot is None
+        else tf.cast(tf.gather(feature_to_slot, feat_idx.values), tf.int64)
+    )
     inputs = tf.SparseTensor(
         indices=tf.stack([feat_idx.indices[:, 0], cols], axis=1),
         values=values,
@@ -115,10 +123,14 @@ def rows_to_model_input(
     return inputs, targets
 
 
-def read_rows(files: list[str], batch_size: int, *, shuffle_seed: int | None = None, shuffle_buffer: int = 0) -> tf.data.Dataset:
+def read_rows(
+    files: list[str], batch_size: int, *, shuffle_seed: int | None = None, shuffle_buffer: int = 0
+) -> tf.data.Dataset:
     """Batches of parsed rows.  With a shuffle seed, rows (not batches) are shuffled before batching."""
     ds = tf.data.TFRecordDataset(files)
     if shuffle_seed is not None:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
     # The last partial batch is kept: it trains as a smaller batch rather than padding.
-    return ds.batch(batch_size, drop_remainder=False).map(parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=False).map(
+        parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )

@@ -15,7 +15,9 @@ _CHUNK = 1 << 22
 def hash_range(n: int, seed: int, modulus: int) -> np.ndarray:
     """murmurhash3_32(i, seed) % modulus for i in 0..n-1.  Returns [n] int32."""
     if n > np.iinfo(np.int32).max:
-        raise ValueError(f"cannot hash {n} ids: murmurhash3_32 keys are int32 (at most 2^31 - 1 ids)")
+        raise ValueError(
+            f"cannot hash {n} ids: murmurhash3_32 keys are int32 (at most 2^31 - 1 ids)"
+        )
     out = np.empty(n, dtype=np.int32)
     for start in range(0, n, _CHUNK):
         keys = np.arange(start, min(start + _CHUNK, n), dtype=np.int32)

@@ -191,8 +191,12 @@ def check_inverse_lookups(
         if labels.size and (labels.min() < 0 or labels.max() >= K):
             raise ValueError(f"bucket_labels[{r}] must hold labels in [0, K={K}); {fix}")
         buckets = np.repeat(np.arange(B), np.diff(offsets))
-        if np.any(label_to_bucket[r, labels] != buckets) or np.any(np.bincount(labels, minlength=K) != 1):
-            raise ValueError(f"bucket_labels[{r}] does not list each label once, in its bucket; {fix}")
+        if np.any(label_to_bucket[r, labels] != buckets) or np.any(
+            np.bincount(labels, minlength=K) != 1
+        ):
+            raise ValueError(
+                f"bucket_labels[{r}] does not list each label once, in its bucket; {fix}"
+            )
 
 
 def merge_candidates_numpy(
@@ -235,7 +239,9 @@ def merge_candidates_numpy(
             for r in range(R):
                 # A stable sort of the negated logits puts the lower bucket first among equals.
                 top = np.argsort(-logits[i, r], kind="stable")[:width]
-                found += [bucket_labels[r, bucket_offsets[r, b] : bucket_offsets[r, b + 1]] for b in top]
+                found += [
+                    bucket_labels[r, bucket_offsets[r, b] : bucket_offsets[r, b + 1]] for b in top
+                ]
             found_labels, counts = np.unique(np.concatenate(found), return_counts=True)
             for f in range(min_freq, 0, -1):
                 if np.count_nonzero(counts >= f) >= k:
@@ -291,7 +297,6 @@ def to_probabilities(logits: np.ndarray, loss: str) -> np.ndarray:
     return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-
 @dataclass(frozen=True)
 class CandidateSearch:
     """What the candidate merge needs besides the logits (see merge_candidates_numpy)."""
@@ -334,7 +339,15 @@ def merge_scores(
             return merge_topk(scores, label_to_bucket, k, threads, impl)
         c = candidates
         return merge_candidates(
-            scores, label_to_bucket, c.bucket_offsets, c.bucket_labels, k, c.m, c.min_freq, threads, impl
+            scores,
+            label_to_bucket,
+            c.bucket_offsets,
+            c.bucket_labels,
+            k,
+            c.m,
+            c.min_freq,
+            threads,
+            impl,
         )
 
     if mode == "logits":

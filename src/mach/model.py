@@ -21,7 +21,9 @@ DENSE_INPUT_MAX = 4096  # input widths up to this are densified per batch before
 class MachNet(tf.Module):
     """Feed-forward net of one repetition.  Initialisation depends only on (seed, r)."""
 
-    def __init__(self, input_dim: int, hidden: tuple[int, ...], B: int, dropout: float, seed: int, r: int):
+    def __init__(
+        self, input_dim: int, hidden: tuple[int, ...], B: int, dropout: float, seed: int, r: int
+    ):
         super().__init__(name=f"mach_r{r:02d}")
         self.dropout, self.dropout_seed = dropout, repetition_seed(seed, r, 7)
         sizes = [input_dim, *hidden, B]
@@ -29,10 +31,15 @@ class MachNet(tf.Module):
         for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             limit = math.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform
             init = tf.random.stateless_uniform(
-                [fan_in, fan_out], seed=[repetition_seed(seed, r), layer], minval=-limit, maxval=limit
+                [fan_in, fan_out],
+                seed=[repetition_seed(seed, r), layer],
+                minval=-limit,
+                maxval=limit,
             )
             self.weights_.append(tf.Variable(init, name=f"w{layer}"))  # [fan_in, fan_out] float32
-            self.biases.append(tf.Variable(tf.zeros([fan_out]), name=f"b{layer}"))  # [fan_out] float32
+            self.biases.append(
+                tf.Variable(tf.zeros([fan_out]), name=f"b{layer}")
+            )  # [fan_out] float32
 
     def __call__(self, inputs: tf.SparseTensor, step: tf.Tensor | None = None) -> tf.Tensor:
         """Sparse [batch, input_dim] -> logits [batch, B].  A step turns on dropout (seeded by it)."""
@@ -47,7 +54,9 @@ class MachNet(tf.Module):
             x = tf.nn.relu(x)
             if step is not None and self.dropout > 0:
                 # Stateless dropout: a resumed run draws the same masks as an uninterrupted one.
-                seed = tf.stack([tf.constant(self.dropout_seed + layer, tf.int64), tf.cast(step, tf.int64)])
+                seed = tf.stack(
+                    [tf.constant(self.dropout_seed + layer, tf.int64), tf.cast(step, tf.int64)]
+                )
                 x = tf.nn.experimental.stateless_dropout(x, self.dropout, seed=seed)
             x = tf.matmul(x, self.weights_[layer]) + self.biases[layer]
         return x
@@ -66,9 +75,13 @@ def bucket_loss(logits: tf.Tensor, targets: tf.Tensor, loss: str) -> tf.Tensor:
     n_pos = tf.reduce_sum(targets, axis=1)  # [batch]
     weight = tf.cast(n_pos > 0, tf.float32)
     if loss == "softmax":
-        per_row = tf.nn.softmax_cross_entropy_with_logits(labels=targets / tf.maximum(n_pos, 1.0)[:, None], logits=logits)
+        per_row = tf.nn.softmax_cross_entropy_with_logits(
+            labels=targets / tf.maximum(n_pos, 1.0)[:, None], logits=logits
+        )
     elif loss == "bce":
-        per_row = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=1)
+        per_row = tf.reduce_sum(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=1
+        )
     else:
         raise ValueError(f"loss={loss!r}: expected 'softmax' or 'bce'")
     return tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
@@ -78,7 +91,9 @@ class Adam(tf.Module):
     """Adam (Kingma & Ba 2015) over one repetition's variables; its state lives in tf.Variables so that
     tf.train.Checkpoint saves and restores it with the model."""
 
-    def __init__(self, variables: list[tf.Variable], lr: float, beta1=0.9, beta2=0.999, epsilon=1e-7):
+    def __init__(
+        self, variables: list[tf.Variable], lr: float, beta1=0.9, beta2=0.999, epsilon=1e-7
+    ):
         super().__init__(name="adam")
         self.lr, self.beta1, self.beta2, self.epsilon = lr, beta1, beta2, epsilon
         self.iterations = tf.Variable(0, dtype=tf.int64, name="iterations")
@@ -91,7 +106,14 @@ class Adam(tf.Module):
         for g, var, m, v in zip(grads, variables, self.m, self.v):
             # The fused kernel does the whole update in one op (the plain formula costs ~8 ops per variable).
             tf.raw_ops.ResourceApplyAdam(
-                var=var.handle, m=m.handle, v=v.handle, beta1_power=self.beta1**t, beta2_power=self.beta2**t,
-                lr=tf.constant(self.lr, tf.float32), beta1=tf.constant(self.beta1, tf.float32),
-                beta2=tf.constant(self.beta2, tf.float32), epsilon=tf.constant(self.epsilon, tf.float32), grad=g,
+                var=var.handle,
+                m=m.handle,
+                v=v.handle,
+                beta1_power=self.beta1**t,
+                beta2_power=self.beta2**t,
+                lr=tf.constant(self.lr, tf.float32),
+                beta1=tf.constant(self.beta1, tf.float32),
+                beta2=tf.constant(self.beta2, tf.float32),
+                epsilon=tf.constant(self.epsilon, tf.float32),
+                grad=g,
             )

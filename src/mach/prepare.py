@@ -16,19 +16,30 @@ import numpy as np
 
 from mach import hashing
 from mach.progress import Progress
-from mach.files import read_json, replace_dir, save_npy_atomic, save_npz_atomic, sha256_file, write_json_atomic
+from mach.files import (
+    read_json,
+    replace_dir,
+    save_npy_atomic,
+    save_npz_atomic,
+    sha256_file,
+    write_json_atomic,
+)
 from mach.xcformat import DataFormatError, iter_rows, read_header, read_split, resolve_sizes
 
 MANIFEST = "manifest.json"
 TFRECORD_FORMAT = 1  # bump when the writer changes, so older TFRecords are rewritten
-LABEL_COUNTS = "train_label_counts.npy"  # [K] int64: training rows per label, for propensity-scored metrics
+LABEL_COUNTS = (
+    "train_label_counts.npy"  # [K] int64: training rows per label, for propensity-scored metrics
+)
 LOOKUP_FORMAT = "murmurhash3_32(id, seed=hash_seed+r) % modulus, sklearn signed, floor modulo"
 
 
 def _source_files(cfg) -> dict[str, Path]:
     if cfg.data_file is not None:
         if cfg.train_split_file is None or cfg.test_split_file is None:
-            raise ValueError("data_file needs train_split_file and test_split_file (the repository's *_trSplit.txt / *_tstSplit.txt)")
+            raise ValueError(
+                "data_file needs train_split_file and test_split_file (the repository's *_trSplit.txt / *_tstSplit.txt)"
+            )
         names = ["data_file", "train_split_file", "test_split_file"]
     elif cfg.train_file is not None and cfg.test_file is not None:
         names = ["train_file", "test_file"]
@@ -47,9 +58,13 @@ def _source_files(cfg) -> dict[str, Path]:
 def data_inputs(cfg) -> dict:
     """What determines the TFRecords: the source files' contents, the split column and the sizes."""
     files = _source_files(cfg)
-    inputs = {name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()}
+    inputs = {
+        name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()
+    }
     header = read_header(files.get("data_file", files.get("train_file")))
-    n_features, n_classes = resolve_sizes(files.get("data_file", files.get("train_file")), header, cfg.n_features, cfg.n_classes)
+    n_features, n_classes = resolve_sizes(
+        files.get("data_file", files.get("train_file")), header, cfg.n_features, cfg.n_classes
+    )
     inputs.update(n_features=n_features, n_classes=n_classes, format=TFRECORD_FORMAT)
     if cfg.valid_fraction > 0:
         inputs.update(valid_fraction=cfg.valid_fraction, valid_seed=cfg.valid_seed)
@@ -68,6 +83,7 @@ def _count_rows(path: Path) -> int:
 def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
     """Stream the data file once, sending each row to the train or the test TFRecords (file order)."""
     from mach.data import ShardedWriter  # TensorFlow loads only when there is something to write
+
     data_path = Path(inputs["data_file"]["path"])
     n_rows = _count_rows(data_path)
     assignment = np.zeros(n_rows, dtype=np.int8)  # [N] 0 = unused, 1 = train, 2 = test
@@ -75,7 +91,12 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
         ids = read_split(Path(inputs[name]["path"]), cfg.split, n_rows)
         clash = ids[assignment[ids] != 0]
         if clash.size:
-            raise DataFormatError(Path(inputs[name]["path"]), None, f"row {clash[0] + 1} is in both the train and the test split", "disjoint splits")
+            raise DataFormatError(
+                Path(inputs[name]["path"]),
+                None,
+                f"row {clash[0] + 1} is in both the train and the test split",
+                "disjoint splits",
+            )
         assignment[ids] = code
     if cfg.valid_fraction > 0:
         # Tuning mode: the real test rows stay unread; held-out training rows take their place.
@@ -83,7 +104,10 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
         assignment[:] = 0
         assignment[train & ~hold] = 1
         assignment[train & hold] = 2
-    writers = {code: ShardedWriter(tmp_dir, name, cfg.rows_per_shard, inputs["n_classes"]) for code, name in [(1, "train"), (2, "test")]}
+    writers = {
+        code: ShardedWriter(tmp_dir, name, cfg.rows_per_shard, inputs["n_classes"])
+        for code, name in [(1, "train"), (2, "test")]
+    }
     progress = Progress("tfrecords", log)
     for i, row in enumerate(iter_rows(data_path, inputs["n_features"], inputs["n_classes"])):
         if assignment[i]:
@@ -95,11 +119,17 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
 
 def _write_train_test_files(cfg, inputs, tmp_dir: Path, log) -> dict:
     from mach.data import ShardedWriter  # TensorFlow loads only when there is something to write
-    writers = {split: ShardedWriter(tmp_dir, split, cfg.rows_per_shard, inputs["n_classes"]) for split in ["train", "test"]}
+
+    writers = {
+        split: ShardedWriter(tmp_dir, split, cfg.rows_per_shard, inputs["n_classes"])
+        for split in ["train", "test"]
+    }
     # Tuning mode reads only the training file and sends the held-out rows to "test".
     for split in ["train"] if cfg.valid_fraction > 0 else ["train", "test"]:
         path = Path(inputs[f"{split}_file"]["path"])
-        resolve_sizes(path, read_header(path), inputs["n_features"], inputs["n_classes"])  # both files must agree
+        resolve_sizes(
+            path, read_header(path), inputs["n_features"], inputs["n_classes"]
+        )  # both files must agree
         progress = Progress(f"tfrecords_{split}", log)
         hold = held_out(_count_rows(path), cfg) if cfg.valid_fraction > 0 else None
         for i, row in enumerate(iter_rows(path, inputs["n_features"], inputs["n_classes"])):
@@ -154,7 +184,9 @@ def _shards_intact(out_dir: Path, manifest: dict) -> bool:
 def load_data_manifest(cfg) -> dict:
     path = cfg.tfrecord_dir() / MANIFEST
     if not path.exists():
-        raise FileNotFoundError(f"no TFRecords at {cfg.tfrecord_dir()}; run `python preprocess.py --dataset {cfg.name}` first")
+        raise FileNotFoundError(
+            f"no TFRecords at {cfg.tfrecord_dir()}; run `python preprocess.py --dataset {cfg.name}` first"
+        )
     return read_json(path)
 
 
@@ -167,7 +199,11 @@ def with_data_sizes(cfg, data_manifest: dict):
                 f"{cfg.tfrecord_dir()} was built with {name}={found} but the config says {configured}; "
                 f"re-run `python preprocess.py` with this config"
             )
-    return dataclasses.replace(cfg, n_features=data_manifest["inputs"]["n_features"], n_classes=data_manifest["inputs"]["n_classes"])
+    return dataclasses.replace(
+        cfg,
+        n_features=data_manifest["inputs"]["n_features"],
+        n_classes=data_manifest["inputs"]["n_classes"],
+    )
 
 
 def lookup_identity(cfg) -> dict:
@@ -188,10 +224,15 @@ def _lookup_arrays(cfg, r: int) -> dict[Path, dict[str, np.ndarray]]:
     bucket_offsets, bucket_labels = hashing.invert_lookup(label_to_bucket, cfg.B)
     arrays = {
         cfg.label_lookup_path(r): {"label_to_bucket": label_to_bucket},
-        cfg.inverse_lookup_path(r): {"bucket_offsets": bucket_offsets, "bucket_labels": bucket_labels},
+        cfg.inverse_lookup_path(r): {
+            "bucket_offsets": bucket_offsets,
+            "bucket_labels": bucket_labels,
+        },
     }
     if cfg.feat_hash_dim is not None:
-        arrays[cfg.feature_lookup_path(r)] = {"feature_to_slot": hashing.build_feature_lookup(cfg.n_features, cfg.feat_hash_dim, seed)}
+        arrays[cfg.feature_lookup_path(r)] = {
+            "feature_to_slot": hashing.build_feature_lookup(cfg.n_features, cfg.feat_hash_dim, seed)
+        }
     return arrays
 
 
@@ -210,7 +251,9 @@ def prepare_lookups(cfg, log) -> dict:
     written = 0
     for r in range(cfg.R):
         expected = [p.name for p in _lookup_paths(cfg, r)]
-        if all(name in manifest["files"] and (cfg.lookup_dir() / name).is_file() for name in expected):
+        if all(
+            name in manifest["files"] and (cfg.lookup_dir() / name).is_file() for name in expected
+        ):
             continue
         for path, arrays in _lookup_arrays(cfg, r).items():
             if path.suffix == ".npy":
@@ -221,7 +264,9 @@ def prepare_lookups(cfg, log) -> dict:
         written += 1
         # The manifest follows each repetition, so an interrupted run keeps what it finished.
         write_json_atomic(manifest_path, manifest)
-    log(f"lookups=written repetitions={written} up_to_date={cfg.R - written} dir={cfg.lookup_dir()}")
+    log(
+        f"lookups=written repetitions={written} up_to_date={cfg.R - written} dir={cfg.lookup_dir()}"
+    )
     return manifest
 
 
@@ -241,15 +286,22 @@ def load_lookups(cfg, r: int) -> tuple[np.ndarray, np.ndarray | None, str]:
         raise FileNotFoundError(f"no lookups at {cfg.lookup_dir()}; {fix}")
     manifest = read_json(manifest_path)
     if manifest["identity"] != lookup_identity(cfg):
-        raise ValueError(f"lookups in {cfg.lookup_dir()} were built for {manifest['identity']}, not {lookup_identity(cfg)}; {fix}")
+        raise ValueError(
+            f"lookups in {cfg.lookup_dir()} were built for {manifest['identity']}, not {lookup_identity(cfg)}; {fix}"
+        )
     loaded = []
-    for path in [cfg.label_lookup_path(r), cfg.feature_lookup_path(r) if cfg.feat_hash_dim is not None else None]:
+    for path in [
+        cfg.label_lookup_path(r),
+        cfg.feature_lookup_path(r) if cfg.feat_hash_dim is not None else None,
+    ]:
         if path is None:
             loaded.append(None)
             continue
         if path.name not in manifest["files"] or not path.is_file():
             raise FileNotFoundError(f"no lookup for r={r} at {path}; {fix} (R must cover r={r})")
         if sha256_file(path) != manifest["files"][path.name]:
-            raise ValueError(f"{path} does not match its checksum in {manifest_path}: it changed after preprocessing; {fix}")
+            raise ValueError(
+                f"{path} does not match its checksum in {manifest_path}: it changed after preprocessing; {fix}"
+            )
         loaded.append(np.load(path))
     return loaded[0], loaded[1], manifest["files"][cfg.label_lookup_path(r).name]

@@ -48,13 +48,19 @@ class SyntheticSpec:
 
     def check(self) -> None:
         if not 1 <= self.n_classes <= np.iinfo(np.int32).max:
-            raise ValueError(f"n_classes={self.n_classes}: expected 1..2^31-1 (label ids are hashed as int32)")
+            raise ValueError(
+                f"n_classes={self.n_classes}: expected 1..2^31-1 (label ids are hashed as int32)"
+            )
         if not 1 <= self.n_features <= np.iinfo(np.int32).max:
             raise ValueError(f"n_features={self.n_features}: expected 1..2^31-1")
         if not self.multiclass and not 1 <= self.labels_per_row <= self.max_labels_per_row:
-            raise ValueError(f"labels_per_row={self.labels_per_row}: expected 1..max_labels_per_row={self.max_labels_per_row}")
+            raise ValueError(
+                f"labels_per_row={self.labels_per_row}: expected 1..max_labels_per_row={self.max_labels_per_row}"
+            )
         if not 0 < self.keep_prob <= 1 or self.features_per_label < 1 or self.noise_features < 0:
-            raise ValueError("need 0 < keep_prob <= 1, features_per_label >= 1 and noise_features >= 0")
+            raise ValueError(
+                "need 0 < keep_prob <= 1, features_per_label >= 1 and noise_features >= 0"
+            )
         if self.zipf_a <= 0:
             raise ValueError(f"zipf_a={self.zipf_a}: expected > 0")
 
@@ -89,17 +95,24 @@ def draw_ranks(rng: np.random.Generator, n: int, spec: SyntheticSpec) -> np.ndar
 def prototypes(labels: np.ndarray, spec: SyntheticSpec) -> np.ndarray:
     """Feature ids owned by each label: [n, features_per_label] int64."""
     keys = labels.astype(np.int32)
-    cols = [murmurhash3_32(keys, seed=PROTOTYPE_SEED + j, positive=True) for j in range(spec.features_per_label)]
+    cols = [
+        murmurhash3_32(keys, seed=PROTOTYPE_SEED + j, positive=True)
+        for j in range(spec.features_per_label)
+    ]
     return np.stack(cols, axis=1).astype(np.int64) % spec.n_features
 
 
-def draw_chunk(spec: SyntheticSpec, split: str, chunk: int, n_rows: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def draw_chunk(
+    spec: SyntheticSpec, split: str, chunk: int, n_rows: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Rows of one chunk: (labels [n] int64 ascending, feat_idx [nnz] int64 ascending, feat_val [nnz] float32)."""
     rng = np.random.default_rng([spec.seed, SPLITS[split], chunk])
     if spec.multiclass:
         counts = np.ones(n_rows, dtype=np.int64)
     else:
-        counts = 1 + np.minimum(rng.poisson(spec.labels_per_row - 1, n_rows), spec.max_labels_per_row - 1)
+        counts = 1 + np.minimum(
+            rng.poisson(spec.labels_per_row - 1, n_rows), spec.max_labels_per_row - 1
+        )
     labels = rank_to_label(draw_ranks(rng, int(counts.sum()), spec), spec)  # [total] int64
     proto = prototypes(labels, spec)  # [total, P] int64
     shown = rng.random(proto.shape) < spec.keep_prob
@@ -140,28 +153,42 @@ def write_split(spec: SyntheticSpec, split: str, n_rows: int, path: Path, log=pr
             n_labels += sum(len(r[0]) for r in rows)
             n_features += sum(len(r[1]) for r in rows)
             if chunk % 10 == 9:
-                log(f"progress=synthetic split={split} rows={row0 + len(rows)} seconds={time.time() - start:.1f}")
+                log(
+                    f"progress=synthetic split={split} rows={row0 + len(rows)} seconds={time.time() - start:.1f}"
+                )
     tmp.replace(path)
-    return {"rows": n_rows, "labels_per_row": n_labels / max(n_rows, 1),
-            "features_per_row": n_features / max(n_rows, 1), "seconds": round(time.time() - start, 1)}
+    return {
+        "rows": n_rows,
+        "labels_per_row": n_labels / max(n_rows, 1),
+        "features_per_row": n_features / max(n_rows, 1),
+        "seconds": round(time.time() - start, 1),
+    }
 
 
-def write_dataset(spec: SyntheticSpec, out_dir: Path, train_rows: int, test_rows: int, log=print) -> dict:
+def write_dataset(
+    spec: SyntheticSpec, out_dir: Path, train_rows: int, test_rows: int, log=print
+) -> dict:
     """train.txt, test.txt and spec.json in out_dir."""
-    stats = {split: write_split(spec, split, n, out_dir / f"{split}.txt", log)
-             for split, n in [("train", train_rows), ("test", test_rows)]}
+    stats = {
+        split: write_split(spec, split, n, out_dir / f"{split}.txt", log)
+        for split, n in [("train", train_rows), ("test", test_rows)]
+    }
     info = {"spec": dataclasses.asdict(spec), "stats": stats}
     (out_dir / "spec.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--K", type=float, required=True, help="labels (1e6 is fine)")
     parser.add_argument("--D", type=float, default=20_000, help="features")
     parser.add_argument("--train-rows", type=int, default=100_000)
     parser.add_argument("--test-rows", type=int, default=10_000)
-    parser.add_argument("--out", type=Path, required=True, help="directory for train.txt, test.txt, spec.json")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory for train.txt, test.txt, spec.json"
+    )
     parser.add_argument("--multiclass", action="store_true", help="exactly one label per row")
     parser.add_argument("--labels-per-row", type=float, default=SyntheticSpec.labels_per_row)
     parser.add_argument("--features-per-label", type=int, default=SyntheticSpec.features_per_label)
@@ -170,9 +197,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     spec = SyntheticSpec(
-        n_classes=int(args.K), n_features=int(args.D), labels_per_row=args.labels_per_row,
-        multiclass=args.multiclass, features_per_label=args.features_per_label,
-        noise_features=args.noise_features, zipf_a=args.zipf_a, seed=args.seed,
+        n_classes=int(args.K),
+        n_features=int(args.D),
+        labels_per_row=args.labels_per_row,
+        multiclass=args.multiclass,
+        features_per_label=args.features_per_label,
+        noise_features=args.noise_features,
+        zipf_a=args.zipf_a,
+        seed=args.seed,
     )
     try:
         info = write_dataset(spec, args.out, args.train_rows, args.test_rows)
@@ -181,7 +213,9 @@ def main(argv=None) -> int:
         return 2
     out = args.out.resolve()
     print(f"wrote {out}/train.txt {out}/test.txt " + json.dumps(info["stats"]))
-    print(f"next: python preprocess.py --dataset {out.name} --set train_file={out}/train.txt --set test_file={out}/test.txt")
+    print(
+        f"next: python preprocess.py --dataset {out.name} --set train_file={out}/train.txt --set test_file={out}/test.txt"
+    )
     return 0
 
 

@@ -54,7 +54,9 @@ def read_header(path: Path) -> Header | None:
     with open_text(path) as f:
         first = f.readline()
     if not first:
-        raise DataFormatError(path, None, "the file is empty", "a header `N D L` and one row per line")
+        raise DataFormatError(
+            path, None, "the file is empty", "a header `N D L` and one row per line"
+        )
     return _parse_header(first.split())
 
 
@@ -62,7 +64,9 @@ def _parse_int(token: str, path: Path, line_no: int, what: str) -> int:
     try:
         return int(token)
     except ValueError:
-        raise DataFormatError(path, line_no, f"{what} {token!r} is not an integer", f"a 0-based {what}") from None
+        raise DataFormatError(
+            path, line_no, f"{what} {token!r} is not an integer", f"a 0-based {what}"
+        ) from None
 
 
 def parse_line(line: str, path: Path, line_no: int, n_features: int, n_labels: int) -> Row:
@@ -73,7 +77,12 @@ def parse_line(line: str, path: Path, line_no: int, n_features: int, n_labels: i
     if tokens and not line[0].isspace() and ":" not in tokens[0]:
         for tok in tokens[0].split(","):
             if tok == "":
-                raise DataFormatError(path, line_no, f"empty label in {tokens[0]!r}", "`l1,l2,...` with no empty entries")
+                raise DataFormatError(
+                    path,
+                    line_no,
+                    f"empty label in {tokens[0]!r}",
+                    "`l1,l2,...` with no empty entries",
+                )
             labels.append(_parse_int(tok, path, line_no, "label"))
         tokens = tokens[1:]
     idx = np.empty(len(tokens), dtype=np.int64)
@@ -81,29 +90,43 @@ def parse_line(line: str, path: Path, line_no: int, n_features: int, n_labels: i
     for j, tok in enumerate(tokens):
         i_str, sep, v_str = tok.partition(":")
         if not sep or ":" in v_str or not i_str or not v_str:
-            raise DataFormatError(path, line_no, f"malformed feature {tok!r}", "`index:value`, e.g. `17:0.25`")
+            raise DataFormatError(
+                path, line_no, f"malformed feature {tok!r}", "`index:value`, e.g. `17:0.25`"
+            )
         idx[j] = _parse_int(i_str, path, line_no, "feature index")
         try:
             val[j] = float(v_str)
         except ValueError:
-            raise DataFormatError(path, line_no, f"feature value {v_str!r} is not a number", "`index:value`") from None
+            raise DataFormatError(
+                path, line_no, f"feature value {v_str!r} is not a number", "`index:value`"
+            ) from None
         if not np.isfinite(val[j]):
-            raise DataFormatError(path, line_no, f"feature value {v_str!r} is not finite", "a finite number")
+            raise DataFormatError(
+                path, line_no, f"feature value {v_str!r} is not finite", "a finite number"
+            )
     labels_arr = np.asarray(labels, dtype=np.int64)
     bad = labels_arr[(labels_arr < 0) | (labels_arr >= n_labels)]
     if bad.size:
         raise DataFormatError(
-            path, line_no, f"label {bad[0]} is out of range", f"0 <= label < {n_labels} (the number of labels)"
+            path,
+            line_no,
+            f"label {bad[0]} is out of range",
+            f"0 <= label < {n_labels} (the number of labels)",
         )
     bad = idx[(idx < 0) | (idx >= n_features)]
     if bad.size:
         raise DataFormatError(
-            path, line_no, f"feature index {bad[0]} is out of range", f"0 <= index < {n_features} (the number of features)"
+            path,
+            line_no,
+            f"feature index {bad[0]} is out of range",
+            f"0 <= index < {n_features} (the number of features)",
         )
     return Row(line_no, labels_arr, idx, val)
 
 
-def resolve_sizes(path: Path, header: Header | None, n_features: int | None, n_labels: int | None) -> tuple[int, int]:
+def resolve_sizes(
+    path: Path, header: Header | None, n_features: int | None, n_labels: int | None
+) -> tuple[int, int]:
     """Dataset sizes from the config, checked against the header; the header fills what the config leaves open."""
     sizes = []
     for name, configured, from_header in [
@@ -112,12 +135,19 @@ def resolve_sizes(path: Path, header: Header | None, n_features: int | None, n_l
     ]:
         if configured is not None and from_header is not None and configured != from_header:
             raise DataFormatError(
-                path, 1, f"header says {name}={from_header} but the config says {configured}",
+                path,
+                1,
+                f"header says {name}={from_header} but the config says {configured}",
                 f"the same value; fix the header or pass --set {name}={from_header}",
             )
         value = configured if configured is not None else from_header
         if value is None:
-            raise DataFormatError(path, 1, f"no header and {name} is not configured", f"a header `N D L` or --set {name}=...")
+            raise DataFormatError(
+                path,
+                1,
+                f"no header and {name} is not configured",
+                f"a header `N D L` or --set {name}=...",
+            )
         sizes.append(value)
     return sizes[0], sizes[1]
 
@@ -127,7 +157,9 @@ def iter_rows(path: Path, n_features: int, n_labels: int) -> Iterator[Row]:
     with open_text(path) as f:
         first = f.readline()
         if not first:
-            raise DataFormatError(path, None, "the file is empty", "a header `N D L` and one row per line")
+            raise DataFormatError(
+                path, None, "the file is empty", "a header `N D L` and one row per line"
+            )
         header = _parse_header(first.split())
         line_no, n_rows = 1, 0
         if header is None:
@@ -140,10 +172,14 @@ def iter_rows(path: Path, n_features: int, n_labels: int) -> Iterator[Row]:
             yield parse_line(line, path, line_no, n_features, n_labels)
             n_rows += 1
     if n_rows == 0:
-        raise DataFormatError(path, None, "the file has a header but no rows", "at least one data row")
+        raise DataFormatError(
+            path, None, "the file has a header but no rows", "at least one data row"
+        )
     if header is not None and n_rows != header.n_rows:
         raise DataFormatError(
-            path, line_no, f"header announces {header.n_rows} rows but the file has {n_rows}",
+            path,
+            line_no,
+            f"header announces {header.n_rows} rows but the file has {n_rows}",
             "the header's N to equal the number of data lines",
         )
 
@@ -157,14 +193,31 @@ def read_split(path: Path, column: int, n_rows: int) -> np.ndarray:
             if not tokens:
                 continue
             if column > len(tokens):
-                raise DataFormatError(path, line_no, f"no column {column} (the line has {len(tokens)})", f"split column 1..{len(tokens)}")
+                raise DataFormatError(
+                    path,
+                    line_no,
+                    f"no column {column} (the line has {len(tokens)})",
+                    f"split column 1..{len(tokens)}",
+                )
             row = _parse_int(tokens[column - 1], path, line_no, "row number")
             if not 1 <= row <= n_rows:
-                raise DataFormatError(path, line_no, f"row number {row} is out of range", f"1 <= row <= {n_rows} (rows of the data file)")
+                raise DataFormatError(
+                    path,
+                    line_no,
+                    f"row number {row} is out of range",
+                    f"1 <= row <= {n_rows} (rows of the data file)",
+                )
             ids.append(row - 1)
     if not ids:
-        raise DataFormatError(path, None, "the split file is empty", "one line of row numbers per split row")
+        raise DataFormatError(
+            path, None, "the split file is empty", "one line of row numbers per split row"
+        )
     ids_arr = np.asarray(ids, dtype=np.int64)
     if len(np.unique(ids_arr)) != len(ids_arr):
-        raise DataFormatError(path, None, f"column {column} lists a row more than once", "each row at most once per split")
+        raise DataFormatError(
+            path,
+            None,
+            f"column {column} lists a row more than once",
+            "each row at most once per split",
+        )
     return ids_arr
