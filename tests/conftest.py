@@ -67,5 +67,20 @@ def tiny_cfg(tiny_files, tmp_path: Path) -> config.Config:
     )
 
 
+def cli_flags(files: dict[str, Path], dataset: str, work: Path, **overrides) -> list[str]:
+    """Script flags that point at the tiny files, with a small model (R=2, 1 epoch) unless overridden."""
+    sets = {"B": 8, "R": 2, "hidden": (16,), "epochs": 1, "batch_size": 16, **overrides}
+    flags = ["--dataset", dataset, "--work-dir", str(work)]
+    flags += [
+        "--set",
+        f"train_file={str(files['train'])!r}",
+        "--set",
+        f"test_file={str(files['test'])!r}",
+    ]
+    for key, value in sets.items():
+        flags += ["--set", f"{key}={value!r}"]
+    return flags
+
+
 def quiet(*_args) -> None:
     """A log function that drops messages."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from mach._gather_batch import gather_candidates
 
+from conftest import cli_flags
 from mach.hashing import invert_lookup
 from test_merge import make_inputs as make_merge_inputs
 from mach.merge import (
@@ -194,28 +195,7 @@ def test_evaluate_cli_with_all_buckets_matches_exact(tiny_files, tmp_path, capsy
     import train
 
     work = tmp_path / "work"
-    flags = [
-        "--dataset",
-        "tinycand",
-        "--work-dir",
-        str(work),
-        "--set",
-        f"train_file='{tiny_files['train']}'",
-        "--set",
-        f"test_file='{tiny_files['test']}'",
-        "--set",
-        "B=8",
-        "--set",
-        "R=2",
-        "--set",
-        "hidden=(16,)",
-        "--set",
-        "epochs=1",
-        "--set",
-        "batch_size=16",
-        "--set",
-        "threads=1",
-    ]
+    flags = cli_flags(tiny_files, "tinycand", work, threads=1)
     assert preprocess.main(flags) == 0 and train.main(flags) == 0
     assert evaluate.main(flags) == 0
     assert evaluate.main([*flags, "--merge-candidates", "8", "--min-freq", "2"]) == 0

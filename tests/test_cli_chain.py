@@ -6,40 +6,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import cli_flags
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def run(script, tiny_files, work, *flags):
-    data = [
-        "--set",
-        f"train_file='{tiny_files['train']}'",
-        "--set",
-        f"test_file='{tiny_files['test']}'",
-    ]
-    small = [
-        "--set",
-        "B=8",
-        "--set",
-        "R=2",
-        "--set",
-        "hidden=(16,)",
-        "--set",
-        "epochs=1",
-        "--set",
-        "batch_size=16",
-    ]
-    cmd = [
-        sys.executable,
-        str(REPO / script),
-        "--dataset",
-        "tinycli",
-        "--work-dir",
-        str(work),
-        *data,
-        *small,
-        *flags,
-    ]
+    cmd = [sys.executable, str(REPO / script), *cli_flags(tiny_files, "tinycli", work), *flags]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=work.parent)
 
 
