@@ -29,6 +29,7 @@ class Config:
     train_split_file: str | None = None  # *_trSplit.txt: 1-based row numbers, one column per split
     test_split_file: str | None = None  # *_tstSplit.txt
     split: int = 1  # which column of the split files (1-based, as in the repository)
+    format: str = "xc"  # text format: "xc" (repository), "libsvm" (label idx:val, 1-based), "vw"
     n_features: int | None = None  # D, input dimension; None = read from the file header
     n_classes: int | None = None  # K, number of labels; None = read from the file header
     rows_per_shard: int = 200_000  # TFRecord shard size, rows
@@ -58,7 +59,9 @@ class Config:
     )
 
     # train
+    recipe: str = "improved"  # "official": the official code's init, Adam epsilon and loss averaging
     lr: float = 1e-3  # Adam learning rate
+    adam_epsilon: float = 1e-7  # Adam epsilon (TF1 default 1e-8; the ImageNet demo used 1.0)
     batch_size: int = 256  # rows per step
     epochs: int = 10  # passes over the training rows
     seed: int = 0  # initialisation, shuffling and dropout seed (combined with r)
@@ -71,6 +74,8 @@ class Config:
         "logits"  # "logits": sum raw logits (official); "probs": paper's unbiased estimator
     )
     eval_batch_size: int = 1024  # test rows per forward/merge step
+    eval_group_size: int = 0  # repetitions held in memory at once when evaluating; 0 = all R
+    R_per_device: int = 0  # repetitions placed on each visible GPU (or logical device); 0 = all on one
     psp_A: float = 0.55  # propensity model A (Jain et al. 2016); 0.55 is the repository's default
     psp_B: float = 1.5  # propensity model B
 

@@ -14,6 +14,8 @@ CHOICES = {
     "loss": ("softmax", "bce"),
     "merge": ("logits", "probs"),
     "normalize": ("l2", "max", "none"),
+    "format": ("xc", "libsvm", "vw"),
+    "recipe": ("improved", "official"),
 }
 
 
