@@ -11,13 +11,18 @@ from pathlib import Path
 import numpy as np
 
 
-def open_text(path: Path) -> io.TextIOBase:
-    """Open a text file for reading, gunzipping when it is gzip-compressed (by content, not name)."""
+def open_bytes(path: Path) -> io.BufferedIOBase:
+    """Open a file to read bytes, gunzipped when it is gzip-compressed (by content, not name)."""
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", encoding="utf-8", newline=None)
-    return open(path, "r", encoding="utf-8", newline=None)
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def open_text(path: Path) -> io.TextIOBase:
+    """Open a UTF-8 text file to read, gunzipped as by open_bytes; a byte-order mark is dropped."""
+    return io.TextIOWrapper(open_bytes(path), encoding="utf-8-sig", newline=None)
 
 
 def sha256_file(path: Path) -> str:

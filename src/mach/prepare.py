@@ -1,4 +1,4 @@
-"""Preprocessing: XC-repo text -> TFRecords, and the R label/feature lookups, each with a manifest.
+"""Preprocessing: text (xc, libsvm or vw) -> TFRecords, and the R label/feature lookups, each with a manifest.
 
 Manifests record what shaped the outputs (source checksums, split, sizes, B, seeds) and the checksums of
 what was written.  A re-run with the same inputs is a no-op; later steps refuse outputs whose manifest
@@ -24,7 +24,15 @@ from mach.files import (
     sha256_file,
     write_json_atomic,
 )
-from mach.xcformat import DataFormatError, iter_rows, read_header, read_split, resolve_sizes
+from mach.xcformat import (
+    DataFormatError,
+    count_rows,
+    iter_rows,
+    read_header,
+    read_split,
+    resolve_sizes,
+    scan_sizes,
+)
 
 MANIFEST = "manifest.json"
 TFRECORD_FORMAT = 1  # bump when the writer changes, so older TFRecords are rewritten
@@ -50,34 +58,55 @@ def _source_files(cfg) -> dict[str, Path]:
         )
     files = {name: cfg.resolve(getattr(cfg, name)) for name in names}
     for name, path in files.items():
+        if path.is_dir():
+            raise ValueError(
+                f"{name} is a directory: {path}; expected a data file (--set {name}=PATH)"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"{name} not found: {path} (set data_dir or --set {name}=PATH)")
     return files
 
 
-def data_inputs(cfg) -> dict:
-    """What determines the TFRecords: the source files' contents, the split column and the sizes."""
+def data_inputs(cfg, previous: dict | None = None, log=lambda _message: None) -> dict:
+    """What determines the TFRecords: the source files' contents, the text format, split and sizes.
+
+    Sizes come from the config, else from the xc header, else (libsvm, vw) from a scan of the files
+    this run reads (largest id + 1; in tuning mode the test file is never read).  A scan recorded in
+    `previous` (the inputs of the existing TFRecords) for the same files is reused, not repeated.
+    """
     files = _source_files(cfg)
     inputs = {
         name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()
     }
-    header = read_header(files.get("data_file", files.get("train_file")))
-    n_features, n_classes = resolve_sizes(
-        files.get("data_file", files.get("train_file")), header, cfg.n_features, cfg.n_classes
-    )
-    inputs.update(n_features=n_features, n_classes=n_classes, format=TFRECORD_FORMAT)
+    inputs.update(format=cfg.format, tfrecord_format=TFRECORD_FORMAT)
     if cfg.valid_fraction > 0:
         inputs.update(valid_fraction=cfg.valid_fraction, valid_seed=cfg.valid_seed)
     if "data_file" in files:
         inputs["split"] = cfg.split
+    first = files.get("data_file", files.get("train_file"))
+    n_features, n_classes = cfg.n_features, cfg.n_classes
+    if cfg.format != "xc" and None in (n_features, n_classes):
+        unsized = {
+            k: v for k, v in (previous or {}).items() if k not in ("n_features", "n_classes")
+        }
+        if unsized == inputs and all(
+            getattr(cfg, name) in (None, previous[name]) for name in ["n_features", "n_classes"]
+        ):
+            found = previous["n_features"], previous["n_classes"]  # scanned when they were written
+        else:
+            read = [path for name, path in files.items() if name in ("data_file", "train_file")]
+            read += [files["test_file"]] if "test_file" in files and cfg.valid_fraction == 0 else []
+            found = scan_sizes(read, cfg.format)
+            log(
+                f"sizes=scanned format={cfg.format} files={len(read)} n_features={found[0]} "
+                f"n_classes={found[1]} (largest id + 1; the config's values take precedence)"
+            )
+        n_features = found[0] if n_features is None else n_features
+        n_classes = found[1] if n_classes is None else n_classes
+    header = read_header(first, cfg.format)
+    n_features, n_classes = resolve_sizes(first, header, n_features, n_classes)
+    inputs.update(n_features=n_features, n_classes=n_classes)
     return inputs
-
-
-def _count_rows(path: Path) -> int:
-    header = read_header(path)
-    if header is not None:
-        return header.n_rows
-    return sum(1 for _ in iter_rows(path, np.iinfo(np.int64).max, np.iinfo(np.int64).max))
 
 
 def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
@@ -85,7 +114,7 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
     from mach.data import ShardedWriter  # TensorFlow loads only when there is something to write
 
     data_path = Path(inputs["data_file"]["path"])
-    n_rows = _count_rows(data_path)
+    n_rows = count_rows(data_path, cfg.format)
     assignment = np.zeros(n_rows, dtype=np.int8)  # [N] 0 = unused, 1 = train, 2 = test
     for code, name in [(1, "train_split_file"), (2, "test_split_file")]:
         ids = read_split(Path(inputs[name]["path"]), cfg.split, n_rows)
@@ -109,7 +138,8 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
         for code, name in [(1, "train"), (2, "test")]
     }
     progress = Progress("tfrecords", log)
-    for i, row in enumerate(iter_rows(data_path, inputs["n_features"], inputs["n_classes"])):
+    rows = iter_rows(data_path, inputs["n_features"], inputs["n_classes"], cfg.format)
+    for i, row in enumerate(rows):
         if assignment[i]:
             writers[assignment[i]].write(row.labels, row.feat_idx, row.feat_val)
         progress.tick()
@@ -127,12 +157,12 @@ def _write_train_test_files(cfg, inputs, tmp_dir: Path, log) -> dict:
     # Tuning mode reads only the training file and sends the held-out rows to "test".
     for split in ["train"] if cfg.valid_fraction > 0 else ["train", "test"]:
         path = Path(inputs[f"{split}_file"]["path"])
-        resolve_sizes(
-            path, read_header(path), inputs["n_features"], inputs["n_classes"]
-        )  # both files must agree
+        header = read_header(path, cfg.format)
+        resolve_sizes(path, header, inputs["n_features"], inputs["n_classes"])  # files must agree
         progress = Progress(f"tfrecords_{split}", log)
-        hold = held_out(_count_rows(path), cfg) if cfg.valid_fraction > 0 else None
-        for i, row in enumerate(iter_rows(path, inputs["n_features"], inputs["n_classes"])):
+        hold = held_out(count_rows(path, cfg.format), cfg) if cfg.valid_fraction > 0 else None
+        rows = iter_rows(path, inputs["n_features"], inputs["n_classes"], cfg.format)
+        for i, row in enumerate(rows):
             target = "test" if hold is not None and hold[i] else split
             writers[target].write(row.labels, row.feat_idx, row.feat_val)
             progress.tick()
@@ -148,10 +178,10 @@ def held_out(n_rows: int, cfg) -> np.ndarray:
 def prepare_tfrecords(cfg, log) -> dict:
     """Write train/test TFRecords unless an up-to-date copy exists.  Returns the data manifest."""
     out_dir = cfg.tfrecord_dir()
-    inputs = data_inputs(cfg)
     manifest_path = out_dir / MANIFEST
-    if manifest_path.exists():
-        manifest = read_json(manifest_path)
+    manifest = read_json(manifest_path) if manifest_path.exists() else None
+    inputs = data_inputs(cfg, manifest and manifest["inputs"], log)
+    if manifest is not None:
         if manifest["inputs"] == inputs and _shards_intact(out_dir, manifest):
             log(f"tfrecords=up_to_date dir={out_dir}")
             return manifest

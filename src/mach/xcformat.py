@@ -1,25 +1,55 @@
-"""Reader for the Extreme Classification Repository text format.
+"""Readers for the text formats of Config.format, and the repository's split files.
+
+xc, the Extreme Classification Repository format (0-based ids):
 
     N D L                              optional header: rows, features, labels
-    l1,l2,... i:v i:v ...              one row per line; 0-based label and feature ids
+    l1,l2,... i:v i:v ...              one row per line
      i:v i:v                           a row with no labels starts with a space
     l1,l2                              a row with no features
 
-plus the repository's split files (`*_trSplit.txt`, `*_tstSplit.txt`): one line per row of a split, one
-whitespace-separated column per split, 1-based row numbers into the single data file.
+libsvm: the same rows with no header and 1-based feature indices, as LIBSVM writes them; `i` is read
+as feature i-1.  Labels are taken as written, 0-based (a file with classes 1..K gets K+1 labels, 0
+unused).  `qid:` and float or signed labels such as `+1`/`-1` are not supported.
+
+vw, Vowpal Wabbit's multilabel text format: `labels [weight] | i:v i ...`, labels comma-separated and
+0-based before the first `|`, features after it with 0-based indices; `i` alone means value 1.  A
+name attached to a `|` (`|ns 3:1`) is a namespace; namespaces only group features, and all share one
+id space.  An importance weight must be 1 (MACH weighs every row the same).  String features, tags
+and other VW label types are not supported.
+
+Rules shared by all formats:
+- a blank (whitespace-only) line is never a row: it is skipped wherever it is, and the xc header's N
+  counts the other lines.  A row with neither labels nor features therefore cannot be written.
+- ids are plain digits 0-9 (no sign, underscore or other script's digits); values are finite decimal
+  numbers within float32 range.
+- files are UTF-8 (a leading byte-order mark is dropped) and may be gzip-compressed.
+- sizes (D features, K labels) come from the config; else from the xc header; else, for libsvm and
+  vw, from a scan of the files (largest id + 1, see scan_sizes).  Both must be at most 2^31-1, since
+  the lookups hash ids as int32.
+
+The split files (`*_trSplit.txt`, `*_tstSplit.txt`) hold one line per row of a split and one
+whitespace-separated column per split: 1-based row numbers into the single data file, counting rows
+as above (neither the header nor blank lines are rows).
 
 Every problem is reported as a DataFormatError naming file, line, what was found and what was expected.
 """
 
 from __future__ import annotations
 
+import gzip
+import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from mach.files import open_text
+from mach.files import open_bytes
+
+MAX_SIZE = 2**31 - 1  # largest D or K: lookups hash ids as int32
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FORMATS = ("xc", "libsvm", "vw")
 
 
 class DataFormatError(ValueError):
@@ -33,95 +63,239 @@ class Header:
     n_rows: int
     n_features: int
     n_labels: int
+    line_no: int = 1  # where the header is (blank lines may precede it)
 
 
 @dataclass
 class Row:
     line_no: int  # 1-based line in its file
     labels: np.ndarray  # [n_labels] int64
-    feat_idx: np.ndarray  # [n_nonzero] int64
+    feat_idx: np.ndarray  # [n_nonzero] int64, 0-based
     feat_val: np.ndarray  # [n_nonzero] float32
 
 
-def _parse_header(tokens: list[str]) -> Header | None:
-    """A header is exactly three plain non-negative integers (a data row always has ':' or ',')."""
-    if len(tokens) != 3 or not all(t.isdigit() for t in tokens):
-        return None
-    return Header(*(int(t) for t in tokens))
-
-
-def read_header(path: Path) -> Header | None:
-    with open_text(path) as f:
-        first = f.readline()
-    if not first:
-        raise DataFormatError(
-            path, None, "the file is empty", "a header `N D L` and one row per line"
-        )
-    return _parse_header(first.split())
-
-
-def _parse_int(token: str, path: Path, line_no: int, what: str) -> int:
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without its newline) of every line, gunzipped and decoded."""
+    line_no = 0
     try:
-        return int(token)
-    except ValueError:
+        # Bytes are decoded line by line so that a bad byte is reported on its own line.
+        with open_bytes(path) as f:
+            for line_no, raw in enumerate(f, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataFormatError(
+                        path,
+                        line_no,
+                        f"byte {raw[err.start]:#04x} at column {err.start + 1} is not UTF-8",
+                        "UTF-8 text (is this a binary file, or compressed with something other than gzip?)",
+                    ) from None
+                if line_no == 1 and text.startswith("\ufeff"):
+                    text = text[1:]  # a byte-order mark, as some Windows editors write
+                yield line_no, text.rstrip("\r\n")
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
         raise DataFormatError(
-            path, line_no, f"{what} {token!r} is not an integer", f"a 0-based {what}"
+            path,
+            None,
+            f"the gzip data is truncated or corrupt after {line_no} lines ({err})",
+            "a complete gzip file; download it again (`gzip -t FILE` tests a copy)",
         ) from None
 
 
-def parse_line(line: str, path: Path, line_no: int, n_features: int, n_labels: int) -> Row:
-    """Parse one data line, checking every id against the dataset sizes."""
+def _is_digits(token: str) -> bool:
+    return token.isascii() and token.isdigit()
+
+
+def _parse_header(line: str, path: Path, line_no: int) -> Header | None:
+    """A header is exactly three plain non-negative integers (a data row always has ':' or ',')."""
+    tokens = line.split()
+    if len(tokens) < 2 or not all(_is_digits(t) for t in tokens):
+        return None  # a single integer is a row with one label and no features
+    if len(tokens) != 3:
+        raise DataFormatError(
+            path,
+            line_no,
+            f"the first line {line.strip()!r} has {len(tokens)} numbers",
+            "a header of exactly `N D L` (rows, features, labels) or a data row",
+        )
+    if any(len(t) > 18 for t in tokens):
+        raise DataFormatError(
+            path,
+            line_no,
+            "the header has a number of more than 18 digits",
+            f"N, D and L below 10^18 (D and L at most {MAX_SIZE})",
+        )
+    return Header(*(int(t) for t in tokens), line_no=line_no)
+
+
+def read_header(path: Path, fmt: str = "xc") -> Header | None:
+    """The xc header (the first non-blank line), or None; libsvm and vw files have none."""
+    line_no = 0
+    for line_no, line in _lines(path):
+        if line.strip():
+            return _parse_header(line, path, line_no) if fmt == "xc" else None
+    problem = "the file is empty" if line_no == 0 else "the file has only blank lines"
+    raise DataFormatError(path, None, problem, "one row per line")
+
+
+def _parse_id(token: str, path: Path, line_no: int, what: str, base: int, size: int) -> int:
+    """A `base`-based id, checked against the size, returned 0-based."""
+    if not _is_digits(token):
+        raise DataFormatError(
+            path,
+            line_no,
+            f"{what} {token!r} is not an integer",
+            f"{_id_range(what, base, size)}, written with the digits 0-9",
+        )
+    # int() of a very long digit string is slow or refused, and nothing that long is in range.
+    value = int(token) if len(token) <= 20 else None
+    if value is None or not base <= value < base + size:
+        shown = value if value is not None else f"{token[:12]}... ({len(token)} digits)"
+        raise DataFormatError(
+            path, line_no, f"{what} {shown} is out of range", _id_range(what, base, size)
+        )
+    return value - base
+
+
+def _id_range(what: str, base: int, size: int) -> str:
+    name = {"feature index": "index", "row number": "row"}.get(what, what)
+    why = {
+        "label": "the number of labels",
+        "feature index": "the number of features",
+        "row number": "rows of the data file",
+    }[what]
+    if size >= MAX_SIZE:
+        why = "ids are hashed as int32"
+    elif base == 1 and what == "feature index":
+        why += "; libsvm indices are 1-based"
+    return f"0 <= {name} < {size} ({why})" if base == 0 else f"1 <= {name} <= {size} ({why})"
+
+
+def _parse_value(token: str, path: Path, line_no: int) -> float:
+    try:
+        if not token.isascii() or "_" in token:
+            raise ValueError  # float() would accept `1_0` and other scripts' digits
+        value = float(token)
+    except ValueError:
+        raise DataFormatError(
+            path, line_no, f"feature value {token!r} is not a number", "`index:value`"
+        ) from None
+    if not math.isfinite(value):
+        raise DataFormatError(
+            path, line_no, f"feature value {token!r} is not finite", "a finite number"
+        )
+    if abs(value) > FLOAT32_MAX:
+        raise DataFormatError(
+            path,
+            line_no,
+            f"feature value {token!r} is too large for float32",
+            f"|value| <= {FLOAT32_MAX:.4g}",
+        )
+    return value
+
+
+def _parse_labels(token: str, path: Path, line_no: int, n_labels: int) -> list[int]:
+    labels = []
+    for tok in token.split(","):
+        if tok == "":
+            raise DataFormatError(
+                path, line_no, f"empty label in {token!r}", "`l1,l2,...` with no empty entries"
+            )
+        labels.append(_parse_id(tok, path, line_no, "label", 0, n_labels))
+    return labels
+
+
+def _row(line_no: int, labels: list[int], idx: list[int], val: list[float]) -> Row:
+    return Row(
+        line_no,
+        np.array(labels, dtype=np.int64),
+        np.array(idx, dtype=np.int64),
+        np.array(val, dtype=np.float32),
+    )
+
+
+def _parse_sparse_line(
+    line: str, path: Path, line_no: int, n_features: int, n_labels: int, base: int
+) -> Row:
+    """An xc (base 0) or libsvm (base 1) row: `labels i:v i:v ...`."""
     tokens = line.split()
     labels: list[int] = []
     # A leading space (or a first token with ':') means the row has no labels.
     if tokens and not line[0].isspace() and ":" not in tokens[0]:
-        for tok in tokens[0].split(","):
-            if tok == "":
-                raise DataFormatError(
-                    path,
-                    line_no,
-                    f"empty label in {tokens[0]!r}",
-                    "`l1,l2,...` with no empty entries",
-                )
-            labels.append(_parse_int(tok, path, line_no, "label"))
+        labels = _parse_labels(tokens[0], path, line_no, n_labels)
         tokens = tokens[1:]
-    idx = np.empty(len(tokens), dtype=np.int64)
-    val = np.empty(len(tokens), dtype=np.float32)
-    for j, tok in enumerate(tokens):
+    idx, val = [], []
+    for tok in tokens:
         i_str, sep, v_str = tok.partition(":")
         if not sep or ":" in v_str or not i_str or not v_str:
             raise DataFormatError(
                 path, line_no, f"malformed feature {tok!r}", "`index:value`, e.g. `17:0.25`"
             )
-        idx[j] = _parse_int(i_str, path, line_no, "feature index")
-        try:
-            val[j] = float(v_str)
-        except ValueError:
+        idx.append(_parse_id(i_str, path, line_no, "feature index", base, n_features))
+        val.append(_parse_value(v_str, path, line_no))
+    return _row(line_no, labels, idx, val)
+
+
+def _parse_vw_line(line: str, path: Path, line_no: int, n_features: int, n_labels: int) -> Row:
+    head, bar, body = line.partition("|")
+    if not bar:
+        raise DataFormatError(path, line_no, "no `|` in the line", "`labels [weight] | i:v i ...`")
+    head_tokens = head.split()
+    if len(head_tokens) > 2:
+        raise DataFormatError(
+            path,
+            line_no,
+            f"{len(head_tokens)} fields before `|`",
+            "`labels [weight] |` (tags and other VW label types are not supported)",
+        )
+    labels = _parse_labels(head_tokens[0], path, line_no, n_labels) if head_tokens else []
+    if len(head_tokens) == 2:
+        weight = head_tokens[1]
+        if _parse_value(weight, path, line_no) != 1.0:
             raise DataFormatError(
-                path, line_no, f"feature value {v_str!r} is not a number", "`index:value`"
-            ) from None
-        if not np.isfinite(val[j]):
-            raise DataFormatError(
-                path, line_no, f"feature value {v_str!r} is not finite", "a finite number"
+                path,
+                line_no,
+                f"importance weight {weight!r}",
+                "no weight or 1 (MACH weighs every row the same)",
             )
-    labels_arr = np.asarray(labels, dtype=np.int64)
-    bad = labels_arr[(labels_arr < 0) | (labels_arr >= n_labels)]
-    if bad.size:
+    idx, val = [], []
+    for segment in body.split("|"):
+        tokens = segment.split()
+        if tokens and not segment[0].isspace():
+            namespace = tokens.pop(0)  # `|name` opens a namespace; the name is not a feature
+            if ":" in namespace:
+                raise DataFormatError(
+                    path,
+                    line_no,
+                    f"namespace {namespace!r} has a weight",
+                    "a space or a plain namespace name after `|` (namespace weights are not supported)",
+                )
+        for tok in tokens:
+            i_str, sep, v_str = tok.partition(":")
+            idx.append(_parse_id(i_str, path, line_no, "feature index", 0, n_features))
+            val.append(_parse_value(v_str, path, line_no) if sep else 1.0)
+    return _row(line_no, labels, idx, val)
+
+
+def parse_line(
+    line: str, path: Path, line_no: int, n_features: int, n_labels: int, fmt: str = "xc"
+) -> Row:
+    """Parse one non-blank data line, checking every id against the dataset sizes."""
+    if fmt == "vw":
+        return _parse_vw_line(line, path, line_no, n_features, n_labels)
+    base = {"xc": 0, "libsvm": 1}[fmt]
+    return _parse_sparse_line(line, path, line_no, n_features, n_labels, base)
+
+
+def _check_size(path: Path, line_no: int | None, name: str, value: int, source: str) -> int:
+    if not 1 <= value <= MAX_SIZE:
         raise DataFormatError(
             path,
             line_no,
-            f"label {bad[0]} is out of range",
-            f"0 <= label < {n_labels} (the number of labels)",
+            f"{source} says {name}={value}",
+            f"1 <= {name} <= {MAX_SIZE} (ids are hashed as int32)",
         )
-    bad = idx[(idx < 0) | (idx >= n_features)]
-    if bad.size:
-        raise DataFormatError(
-            path,
-            line_no,
-            f"feature index {bad[0]} is out of range",
-            f"0 <= index < {n_features} (the number of features)",
-        )
-    return Row(line_no, labels_arr, idx, val)
+    return value
 
 
 def resolve_sizes(
@@ -133,44 +307,44 @@ def resolve_sizes(
         ("n_features", n_features, header and header.n_features),
         ("n_classes", n_labels, header and header.n_labels),
     ]:
+        line_no = header.line_no if header is not None else 1
         if configured is not None and from_header is not None and configured != from_header:
             raise DataFormatError(
                 path,
-                1,
+                line_no,
                 f"header says {name}={from_header} but the config says {configured}",
                 f"the same value; fix the header or pass --set {name}={from_header}",
             )
-        value = configured if configured is not None else from_header
-        if value is None:
+        if configured is not None:
+            sizes.append(_check_size(path, None, name, configured, "the config"))
+        elif from_header is not None:
+            sizes.append(_check_size(path, line_no, name, from_header, "the header"))
+        else:
             raise DataFormatError(
                 path,
-                1,
+                line_no,
                 f"no header and {name} is not configured",
                 f"a header `N D L` or --set {name}=...",
             )
-        sizes.append(value)
     return sizes[0], sizes[1]
 
 
-def iter_rows(path: Path, n_features: int, n_labels: int) -> Iterator[Row]:
-    """Yield the rows of one XC-repo file; checks the header's row count at the end."""
-    with open_text(path) as f:
-        first = f.readline()
-        if not first:
-            raise DataFormatError(
-                path, None, "the file is empty", "a header `N D L` and one row per line"
-            )
-        header = _parse_header(first.split())
-        line_no, n_rows = 1, 0
-        if header is None:
-            yield parse_line(first.rstrip("\r\n"), path, 1, n_features, n_labels)
-            n_rows = 1
-        for line_no, line in enumerate(f, start=2):
-            line = line.rstrip("\r\n")
-            if not line.strip() and header is not None and n_rows == header.n_rows:
-                continue  # trailing blank lines after the announced rows
-            yield parse_line(line, path, line_no, n_features, n_labels)
-            n_rows += 1
+def iter_rows(path: Path, n_features: int, n_labels: int, fmt: str = "xc") -> Iterator[Row]:
+    """Yield the rows of one file, skipping blank lines; checks an xc header's row count at the end."""
+    header, n_rows, line_no = None, 0, 0
+    for line_no, line in _lines(path):
+        if not line.strip():
+            continue
+        if fmt == "xc" and n_rows == 0 and header is None:
+            header = _parse_header(line, path, line_no)
+            if header is not None:
+                continue
+        yield parse_line(line, path, line_no, n_features, n_labels, fmt)
+        n_rows += 1
+    if line_no == 0:
+        raise DataFormatError(path, None, "the file is empty", "one row per line")
+    if n_rows == 0 and header is None:
+        raise DataFormatError(path, None, "the file has only blank lines", "one row per line")
     if n_rows == 0:
         raise DataFormatError(
             path, None, "the file has a header but no rows", "at least one data row"
@@ -180,34 +354,43 @@ def iter_rows(path: Path, n_features: int, n_labels: int) -> Iterator[Row]:
             path,
             line_no,
             f"header announces {header.n_rows} rows but the file has {n_rows}",
-            "the header's N to equal the number of data lines",
+            "the header's N to equal the number of non-blank data lines",
         )
+
+
+def count_rows(path: Path, fmt: str = "xc") -> int:
+    """Rows of a file without parsing them: non-blank lines, less the xc header."""
+    n_lines = sum(1 for _, line in _lines(path) if line.strip())
+    return n_lines - (read_header(path, fmt) is not None)
+
+
+def scan_sizes(paths: list[Path], fmt: str) -> tuple[int, int]:
+    """(D, K): the largest feature id and label over all rows of the files, plus one (at least 1)."""
+    max_feature, max_label = -1, -1
+    for path in paths:
+        for row in iter_rows(path, MAX_SIZE, MAX_SIZE, fmt):
+            if row.feat_idx.size:
+                max_feature = max(max_feature, int(row.feat_idx.max()))
+            if row.labels.size:
+                max_label = max(max_label, int(row.labels.max()))
+    return max(max_feature + 1, 1), max(max_label + 1, 1)
 
 
 def read_split(path: Path, column: int, n_rows: int) -> np.ndarray:
     """0-based row ids of one split column (the file holds 1-based ids).  Returns [n] int64."""
     ids = []
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if column > len(tokens):
-                raise DataFormatError(
-                    path,
-                    line_no,
-                    f"no column {column} (the line has {len(tokens)})",
-                    f"split column 1..{len(tokens)}",
-                )
-            row = _parse_int(tokens[column - 1], path, line_no, "row number")
-            if not 1 <= row <= n_rows:
-                raise DataFormatError(
-                    path,
-                    line_no,
-                    f"row number {row} is out of range",
-                    f"1 <= row <= {n_rows} (rows of the data file)",
-                )
-            ids.append(row - 1)
+    for line_no, line in _lines(path):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if column > len(tokens):
+            raise DataFormatError(
+                path,
+                line_no,
+                f"no column {column} (the line has {len(tokens)})",
+                f"split column 1..{len(tokens)}",
+            )
+        ids.append(_parse_id(tokens[column - 1], path, line_no, "row number", 1, n_rows))
     if not ids:
         raise DataFormatError(
             path, None, "the split file is empty", "one line of row numbers per split row"
