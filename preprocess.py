@@ -12,7 +12,7 @@ import sys
 import time
 
 import config
-from mach.cli import add_config_flags, config_from_args, setup_logging
+from mach.cli import add_config_flags, check_config, config_from_args, setup_logging
 from mach.files import write_json_atomic
 from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
         start = time.time()
         data_manifest = prepare_tfrecords(cfg, log)
         # Sizes may come from the file header when the config leaves them open.
-        cfg = with_data_sizes(cfg, data_manifest)
+        cfg = check_config(with_data_sizes(cfg, data_manifest))
         prepare_lookups(cfg, log)
         write_json_atomic(cfg.run_dir() / "config.preprocess.json", dataclasses.asdict(cfg))
     except (ValueError, FileNotFoundError) as err:

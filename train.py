@@ -2,6 +2,10 @@
 
     python train.py --dataset delicious --repetitions 0-15        # all 16 in one process (CPU)
     python train.py --dataset delicious --repetitions 3 --resume  # one job, as train.sh runs them
+    python train.py --dataset delicious --overwrite               # replace an earlier model
+
+A repetition that already has checkpoints is never replaced silently: pass --resume to continue it
+(finished ones are left alone), --overwrite to retrain it, or --set tag=NAME to train a variant beside it.
 
 Checkpoints go to <work_dir>/<dataset>/<hashing>/ckpt/rNN/, TensorBoard logs to .../logs/tensorboard/.
 """
@@ -11,7 +15,7 @@ import dataclasses
 import sys
 
 import config
-from mach.cli import add_config_flags, config_from_args, setup_logging
+from mach.cli import add_config_flags, check_config, config_from_args, setup_logging
 
 
 def parse_repetitions(text: str, R: int) -> list[int]:
@@ -49,6 +53,11 @@ def main(argv=None) -> int:
         "--resume", action="store_true", help="continue from each repetition's last complete epoch"
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace repetitions that already have checkpoints (the old ones go once epoch 1 is saved)",
+    )
+    parser.add_argument(
         "--print", metavar="KEY", help="print one resolved Config value and exit (for train.sh)"
     )
     args = parser.parse_args(argv)
@@ -65,10 +74,12 @@ def main(argv=None) -> int:
         from mach.training import configure_devices, train_repetitions
 
         data_manifest = load_data_manifest(cfg)
-        cfg = with_data_sizes(cfg, data_manifest)
+        cfg = check_config(with_data_sizes(cfg, data_manifest))
         repetitions = parse_repetitions(args.repetitions, cfg.R)
         configure_devices(cfg, log)
-        summaries = train_repetitions(cfg, repetitions, data_manifest, args.resume, log)
+        summaries = train_repetitions(
+            cfg, repetitions, data_manifest, args.resume, log, overwrite=args.overwrite
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

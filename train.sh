@@ -6,21 +6,22 @@
 #   ./train.sh --dataset delicious --status | --stop
 #   ./train.sh --dataset delicious --R 4 --jobs 2 -- --set epochs=3   # after --: passed to train.py
 #
-# Each job is one session `mach-<dataset>-rNN` (or `mach-<dataset>-rNN-MM` for a block of repetitions),
-# logs to <work>/<dataset>/jobs/<job>.log and leaves its exit code in <job>.exit. Repetitions are
-# independent, so a failing job never stops the others.
+# Each job is one session `mach-<dataset>-<id>-rNN` (or `...-rNN-MM` for a block of repetitions; <id>
+# tells work directories apart), logs to <work>/<dataset>/jobs/<job>.log and leaves its exit code in
+# <job>.exit. Repetitions are independent, so a failing job never stops the others. Launching again
+# resumes: finished repetitions are left alone, interrupted ones continue from their last epoch.
 set -euo pipefail
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; cat <<'EOF'
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; cat <<'EOF'
 Options:
   --dataset NAME   preset from config.py (default: delicious)
-  --R N            repetitions to train (default: the preset's R)
+  --R N            repetitions to train (default: the R of the last launch here, else the preset's)
   --gpus LIST      GPU ids, e.g. 0,1,2,3; 'none' for CPU (default: all visible GPUs, else CPU)
   --per-gpu N      concurrent jobs per GPU (default: 2); each job gets --gpu-mem MB if given
   --gpu-mem MB     GPU memory cap per job (default: memory growth)
   --jobs N         concurrent jobs on CPU (default: 1; each uses nproc/N threads)
   --work-dir DIR   outputs (default: work)
-  --resume         continue each repetition from its last complete epoch
+  --overwrite      retrain repetitions that already have checkpoints (default: resume them)
   --wait           wait for all jobs; exit 1 naming the repetitions that failed
   --status         show the jobs of this dataset      --stop   kill them
 EOF
@@ -29,7 +30,7 @@ EOF
 repo=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-$([ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3)}
 dataset=delicious R="" gpus="" per_gpu=2 gpu_mem="" jobs=1 work_dir=work
-resume="" action=launch wait=0 extra=()
+mode=--resume action=launch wait=0 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dataset) dataset=$2; shift 2 ;;
@@ -39,7 +40,8 @@ while [ $# -gt 0 ]; do
     --gpu-mem) gpu_mem=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --work-dir) work_dir=$2; shift 2 ;;
-    --resume) resume=--resume; shift ;;
+    --resume) mode=--resume; shift ;;  # the default; kept for older command lines
+    --overwrite) mode=--overwrite; shift ;;
     --wait) wait=1; shift ;;
     --status) action=status; shift ;;
     --stop) action=stop; shift ;;
@@ -49,15 +51,30 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-if ! command -v tmux >/dev/null; then
+die() { echo "train.sh: $*" >&2; exit 2; }
+positive() { [[ "$2" =~ ^[1-9][0-9]*$ ]] || die "$1 $2: expected a positive integer"; }
+positive --per-gpu "$per_gpu"; positive --jobs "$jobs"
+[ -z "$R" ] || positive --R "$R"
+[ -z "$gpu_mem" ] || positive --gpu-mem "$gpu_mem"
+[[ "$dataset" =~ ^[A-Za-z0-9][A-Za-z0-9._+-]*$ ]] || die "--dataset $dataset: expected letters, digits and . _ + -"
+
+have_tmux=1
+command -v tmux >/dev/null || have_tmux=0
+if [ "$have_tmux" = 0 ] && [ "$action" != status ]; then
   echo "train.sh: tmux is not installed; install it with 'sudo apt-get install tmux' (Debian/Ubuntu)," \
        "'sudo dnf install tmux' (Fedora) or 'brew install tmux' (macOS)" >&2
   exit 127
 fi
 
 job_dir="$work_dir/$dataset/jobs"
-prefix="mach-$dataset-"
-sessions() { tmux list-sessions -F '#{session_name}' 2>/dev/null | grep "^$prefix" || true; }
+# Sessions carry an id of the work directory, and are matched whole: another dataset whose name starts
+# with this one, or the same dataset in another work directory, is never touched.
+work_id=$(realpath -m "$work_dir" | cksum | awk '{printf "%06x", $1 % 16777216}')
+prefix="mach-$dataset-$work_id-"
+sessions() {
+  [ "$have_tmux" = 1 ] || return 0
+  tmux list-sessions -F '#{session_name}' 2>/dev/null | grep -E "^${prefix//./\\.}r[0-9]+(-[0-9]+)?\$" || true
+}
 
 # Prints "name status" per job and returns 1 when any job failed.
 report() {
@@ -68,6 +85,8 @@ report() {
     if [ -e "$job_dir/$name.exit" ]; then
       code=$(cat "$job_dir/$name.exit")
       if [ "$code" = 0 ]; then echo "$name done"; else echo "$name FAILED exit=$code (log: $job_dir/$name.log)"; failed+=("$(cat "$f")"); fi
+    elif [ "$have_tmux" = 0 ]; then
+      echo "$name no exit code yet (tmux is not installed here, so whether it runs is unknown): $(tail -n 1 "$job_dir/$name.log" 2>/dev/null | tr '\r' '\n' | tail -n 1)"
     elif sessions | grep -qx "$prefix$name"; then
       echo "$name running: $(tail -n 1 "$job_dir/$name.log" 2>/dev/null | tr '\r' '\n' | tail -n 1)"
     else
@@ -91,8 +110,13 @@ elif [ -n "$(sessions)" ]; then
 fi
 
 # Preprocess once here (a no-op when up to date) rather than racing in every job.
+# A relaunch without --R keeps the R of the last launch, so it resumes the same repetitions.
+if [ -z "$R" ] && [ -s "$job_dir/launch.R" ]; then
+  R=$(cat "$job_dir/launch.R"); echo "R=$R (from the last launch, $job_dir/launch.R; pass --R to change it)"
+fi
 "$python" "$repo/preprocess.py" --dataset "$dataset" --work-dir "$work_dir" ${R:+--set R=$R} "${extra[@]}"
 [ -n "$R" ] || R=$("$python" "$repo/train.py" --dataset "$dataset" "${extra[@]}" --print R)
+mkdir -p "$job_dir" && echo "$R" > "$job_dir/launch.R"
 
 # Slots: per_gpu jobs on each GPU, or --jobs CPU jobs; repetitions are cut into one block per slot.
 if [ -z "$gpus" ]; then
@@ -114,13 +138,13 @@ for (( j = 0; j < slots; j++ )); do
   if [ ${#gpu_list[@]} -gt 0 ]; then device=${gpu_list[$(( j % ${#gpu_list[@]} ))]}; else device=""; fi
   flags=(--dataset "$dataset" --work-dir "$work_dir" --repetitions "$first-$last" --set R="$R" --set threads="$threads")
   [ -n "$gpu_mem" ] && flags+=(--set gpu_memory_mb="$gpu_mem")
-  [ -n "$resume" ] && flags+=("$resume")
+  flags+=("$mode")
   if [ "$last" -gt "$first" ]; then echo "$first-$last"; else echo "$first"; fi > "$job_dir/$name.job"
   # The job script records train.py's own exit code, whatever tee does.
   {
     echo "export CUDA_VISIBLE_DEVICES='$device'"
     printf '%q ' "$python" "$repo/train.py" "${flags[@]}" "${extra[@]}"
-    echo "2>&1 | tee '$job_dir/$name.log'"
+    echo "2>&1 | tee -a '$job_dir/$name.log'"
     echo "echo \${PIPESTATUS[0]} > '$job_dir/$name.exit'"
   } > "$job_dir/$name.sh"
   tmux new-session -d -s "$prefix$name" "bash '$job_dir/$name.sh'"

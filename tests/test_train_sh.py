@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_train_sh(tiny_files, work, *flags):
+def run_train_sh(tiny_files, work, *flags, r_flag=True):
     extra = [
         "--",
         "--set",
@@ -38,8 +38,7 @@ def run_train_sh(tiny_files, work, *flags):
             str(REPO / "train.sh"),
             "--dataset",
             "tinysh",
-            "--R",
-            "2",
+            *(["--R", "2"] if r_flag else []),
             "--jobs",
             "2",
             "--work-dir",
@@ -58,15 +57,23 @@ def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
     work = tmp_path / "work"
     done = run_train_sh(tiny_files, work, "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "started mach-tinysh-r00" in done.stdout and "started mach-tinysh-r01" in done.stdout
+    assert "started mach-tinysh-" in done.stdout and "-r01 repetitions=1-1" in done.stdout
     run_dir = next((work / "tinysh").glob("B8-*"))
     for r in ["r00", "r01"]:
         assert (run_dir / "ckpt" / r / "checkpoint").is_file()
         assert "epoch=1" in (work / "tinysh" / "jobs" / f"{r}.log").read_text()
 
+    # Launched again (without --R): the finished repetitions are left alone, byte for byte.
+    before = {p: p.read_bytes() for p in (run_dir / "ckpt").glob("r*/*") if p.is_file()}
+    again = run_train_sh(tiny_files, work, "--wait", r_flag=False)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "R=2 (from the last launch" in again.stdout
+    assert {p: p.read_bytes() for p in (run_dir / "ckpt").glob("r*/*") if p.is_file()} == before
+    assert "r=0 already_trained epochs_done=1" in (work / "tinysh" / "jobs" / "r00.log").read_text()
+
     # Corrupt repetition 1's lookup: its job must fail, the other must finish, --wait must name r=1.
     np.save(run_dir / "lookups" / "label_r01.npy", np.zeros(50, dtype=np.int32))
-    failed = run_train_sh(tiny_files, work, "--wait", "--resume")
+    failed = run_train_sh(tiny_files, work, "--wait", "--overwrite")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "r01 FAILED exit=2" in failed.stdout and "failed repetitions: 1" in failed.stdout
     assert "r00 done" in failed.stdout
@@ -86,3 +93,74 @@ def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
         text=True,
     )
     assert "r00 done" in status.stdout and "r01 FAILED" in status.stdout
+
+
+def train_sh(*args, env=None):
+    return subprocess.run(
+        ["bash", str(REPO / "train.sh"), *args], capture_output=True, text=True, env=env
+    )
+
+
+def test_stop_touches_only_this_datasets_sessions_in_this_work_dir(tmp_path):
+    work = tmp_path / "work"
+    listed = train_sh("--dataset", "relt", "--work-dir", str(work), "--status")
+    assert listed.returncode == 0
+    # Sessions of a dataset whose name starts the same, and of the same dataset elsewhere.
+    work_id = subprocess.run(
+        f"realpath -m '{work}' | cksum | awk '{{printf \"%06x\", $1 % 16777216}}'",
+        shell=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    others = [f"mach-relt-x-{work_id}-r00", "mach-relt-000000-r00"]
+    mine = f"mach-relt-{work_id}-r00"
+    for name in [*others, mine]:
+        subprocess.run(["tmux", "new-session", "-d", "-s", name, "sleep 60"], check=True)
+    try:
+        stopped = train_sh("--dataset", "relt", "--work-dir", str(work), "--stop")
+        assert stopped.stdout.strip() == f"stopped {mine}"
+        alive = subprocess.run(
+            ["tmux", "list-sessions", "-F", "#{session_name}"], capture_output=True, text=True
+        ).stdout.split()
+        assert set(others) <= set(alive) and mine not in alive
+    finally:
+        for name in others:
+            subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def test_bad_counts_and_help(tmp_path):
+    for flag in ["--jobs", "--per-gpu", "--R"]:
+        bad = train_sh(flag, "0", "--work-dir", str(tmp_path))
+        assert bad.returncode == 2 and f"{flag} 0: expected a positive integer" in bad.stderr
+    usage = train_sh("--help").stdout
+    assert "set -euo" not in usage and "--overwrite" in usage
+
+
+def test_status_reads_the_logs_without_tmux(tmp_path):
+    jobs = tmp_path / "work" / "relt" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / "r00.job").write_text("0\n")
+    (jobs / "r00.exit").write_text("0\n")
+    (jobs / "r01.job").write_text("1\n")
+    (jobs / "r01.log").write_text("r=1 epoch=1 loss=0.5\n")
+    bin_dir = tmp_path / "bin"  # a PATH with bash and the basics, but no tmux
+    bin_dir.mkdir()
+    for tool in [
+        "bash",
+        "cat",
+        "tail",
+        "tr",
+        "basename",
+        "realpath",
+        "cksum",
+        "awk",
+        "sed",
+        "grep",
+    ]:
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = dict(os.environ, PATH=str(bin_dir))
+    status = train_sh(
+        "--dataset", "relt", "--work-dir", str(tmp_path / "work"), "--status", env=env
+    )
+    assert status.returncode == 0, status.stderr
+    assert "r00 done" in status.stdout and "r01 no exit code yet" in status.stdout

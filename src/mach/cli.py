@@ -6,6 +6,7 @@ import argparse
 import ast
 import dataclasses
 import logging
+import re
 import sys
 import types
 import typing
@@ -94,30 +95,66 @@ def apply_overrides(cfg, pairs: list[str]):
     return check_config(dataclasses.replace(cfg, **changes))
 
 
+INT32_MAX = 2**31 - 1  # ids and sizes are hashed as 32-bit integers
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names that become directory names
+
+# (field, test, what is allowed): every numeric field checked once, the message names key and range.
+RANGES = [
+    ("split", lambda v: v >= 1, "a positive integer (1-based split column)"),
+    ("n_features", lambda v: v is None or 1 <= v <= INT32_MAX, f"None or 1..{INT32_MAX}"),
+    ("n_classes", lambda v: v is None or 1 <= v <= INT32_MAX, f"None or 1..{INT32_MAX}"),
+    ("rows_per_shard", lambda v: v >= 1, "a positive integer"),
+    ("valid_fraction", lambda v: 0.0 <= v < 1.0, "0 <= valid_fraction < 1"),
+    ("valid_seed", lambda v: v >= 0, "a non-negative integer"),
+    ("B", lambda v: 2 <= v <= INT32_MAX, "at least 2 (MACH needs at least 2 buckets)"),
+    ("R", lambda v: v >= 1, "a positive integer"),
+    ("hash_seed", lambda v: 0 <= v <= INT32_MAX - 10_000, "0..2^31-10001 (seed hash_seed + r)"),
+    ("feat_hash_dim", lambda v: v is None or 1 <= v <= INT32_MAX, "None or a positive integer"),
+    (
+        "hidden",
+        lambda v: all(1 <= w <= 1 << 20 for w in v),
+        "layer widths 1..1048576, e.g. (500, 500)",
+    ),
+    ("dropout", lambda v: 0.0 <= v < 1.0, "0 <= dropout < 1"),
+    ("lr", lambda v: 0.0 < v < float("inf"), "a positive learning rate"),
+    ("adam_epsilon", lambda v: 0.0 < v < float("inf"), "a positive number"),
+    ("batch_size", lambda v: v >= 1, "a positive integer"),
+    ("epochs", lambda v: v >= 1, "a positive integer"),
+    ("seed", lambda v: 0 <= v <= INT32_MAX, "0..2^31-1"),
+    ("shuffle_buffer", lambda v: v >= 1, "a positive integer (1 = no shuffling)"),
+    ("keep_checkpoints", lambda v: v >= 0, "0 (keep every epoch) or a positive integer"),
+    ("top_k", lambda v: v >= 1, "a positive integer"),
+    ("eval_batch_size", lambda v: v >= 1, "a positive integer"),
+    ("eval_group_size", lambda v: v >= 0, "0 (all R at once) or a positive integer"),
+    ("R_per_device", lambda v: v >= 0, "0 (all on one device) or a positive integer"),
+    ("psp_A", lambda v: v > 0, "a positive number"),
+    ("psp_B", lambda v: v > 0, "a positive number"),
+    ("threads", lambda v: v >= 0, "0 (all cores) or a positive integer"),
+    ("gpu_memory_mb", lambda v: v is None or v >= 1, "None (memory growth) or a positive integer"),
+]
+
+
 def check_config(cfg):
+    """cfg, or a ValueError naming the first field out of its range and what is allowed."""
     for key, allowed in CHOICES.items():
         if getattr(cfg, key) not in allowed:
             raise ValueError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
-    for key in [
-        "B",
-        "R",
-        "batch_size",
-        "epochs",
-        "top_k",
-        "eval_batch_size",
-        "rows_per_shard",
-        "split",
-    ]:
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key}={getattr(cfg, key)}: expected a positive integer")
-    if cfg.B < 2:
-        raise ValueError(f"B={cfg.B}: MACH needs at least 2 buckets")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ValueError(f"dropout={cfg.dropout}: expected 0 <= dropout < 1")
-    if not 0.0 <= cfg.valid_fraction < 1.0:
-        raise ValueError(f"valid_fraction={cfg.valid_fraction}: expected 0 <= valid_fraction < 1")
-    if cfg.feat_hash_dim is not None and cfg.feat_hash_dim < 1:
-        raise ValueError(f"feat_hash_dim={cfg.feat_hash_dim}: expected a positive integer or None")
+    for key, ok, allowed in RANGES:
+        if not ok(getattr(cfg, key)):
+            raise ValueError(f"{key}={getattr(cfg, key)!r}: expected {allowed}")
+    for key in ["name", "tag"]:
+        value = getattr(cfg, key)
+        if (value or key == "name") and not SAFE_NAME.match(value):
+            raise ValueError(
+                f"{key}={value!r}: expected letters, digits and . _ + - (it names a directory)"
+            )
+    if not cfg.work_dir:
+        raise ValueError("work_dir='': expected a directory")
+    if cfg.n_classes is not None and cfg.B > cfg.n_classes:
+        raise ValueError(
+            f"B={cfg.B} is larger than the number of classes K={cfg.n_classes}: "
+            f"expected 2 <= B <= K (MACH hashes K classes into B < K buckets)"
+        )
     return cfg
 
 

@@ -76,7 +76,21 @@ class ShardedWriter:
 
 
 def tfrecord_files(tfrecord_dir: Path, split_manifest: dict) -> list[str]:
-    return [str(tfrecord_dir / name) for name in split_manifest["shards"]]
+    """The split's shards, each checked against the size the manifest recorded when it was written."""
+    files = []
+    for name in split_manifest["shards"]:
+        path = tfrecord_dir / name
+        expected = split_manifest.get("sizes", {}).get(name)
+        found = path.stat().st_size if path.is_file() else None
+        if found is None or (expected is not None and found != expected):
+            # A shard cut on a record boundary would otherwise read as a shorter, valid file.
+            what = "is missing" if found is None else f"has {found} bytes, not {expected}"
+            raise ValueError(
+                f"{path} {what}: the TFRecords are damaged; re-run preprocess.py with the same "
+                "options (it rewrites them)"
+            )
+        files.append(str(path))
+    return files
 
 
 def rows_to_model_input(

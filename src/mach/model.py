@@ -18,28 +18,50 @@ def repetition_seed(seed: int, r: int, *salt: int) -> int:
 DENSE_INPUT_MAX = 4096  # input widths up to this are densified per batch before the first matmul
 
 
+OFFICIAL_INIT_STDDEV = (
+    0.05  # the official code: tf.truncated_normal(stddev=0.05) for weights and biases
+)
+
+
+def initial_values(fan_in: int, fan_out: int, seed: list[int], recipe: str):
+    """Weights [fan_in, fan_out] and biases [fan_out] of one layer, a function of the seed alone.
+
+    improved: Glorot uniform weights, zero biases; official: truncated normal (stddev 0.05) for both.
+    """
+    if recipe == "official":
+        w = tf.random.stateless_truncated_normal(
+            [fan_in, fan_out], seed=seed, stddev=OFFICIAL_INIT_STDDEV
+        )
+        b = tf.random.stateless_truncated_normal(
+            [fan_out], seed=[seed[0], seed[1] + 1000], stddev=OFFICIAL_INIT_STDDEV
+        )
+        return w, b
+    limit = math.sqrt(6.0 / (fan_in + fan_out))
+    w = tf.random.stateless_uniform([fan_in, fan_out], seed=seed, minval=-limit, maxval=limit)
+    return w, tf.zeros([fan_out])
+
+
 class MachNet(tf.Module):
     """Feed-forward net of one repetition.  Initialisation depends only on (seed, r)."""
 
     def __init__(
-        self, input_dim: int, hidden: tuple[int, ...], B: int, dropout: float, seed: int, r: int
+        self,
+        input_dim: int,
+        hidden: tuple[int, ...],
+        B: int,
+        dropout: float,
+        seed: int,
+        r: int,
+        recipe: str = "improved",
     ):
         super().__init__(name=f"mach_r{r:02d}")
         self.dropout, self.dropout_seed = dropout, repetition_seed(seed, r, 7)
         sizes = [input_dim, *hidden, B]
         self.weights_, self.biases = [], []
         for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            limit = math.sqrt(6.0 / (fan_in + fan_out))  # Glorot uniform
-            init = tf.random.stateless_uniform(
-                [fan_in, fan_out],
-                seed=[repetition_seed(seed, r), layer],
-                minval=-limit,
-                maxval=limit,
-            )
-            self.weights_.append(tf.Variable(init, name=f"w{layer}"))  # [fan_in, fan_out] float32
-            self.biases.append(
-                tf.Variable(tf.zeros([fan_out]), name=f"b{layer}")
-            )  # [fan_out] float32
+            w, b = initial_values(fan_in, fan_out, [repetition_seed(seed, r), layer], recipe)
+            self.weights_.append(tf.Variable(w, name=f"w{layer}"))  # [fan_in, fan_out] float32
+            self.biases.append(tf.Variable(b, name=f"b{layer}"))  # [fan_out] float32
 
     def __call__(self, inputs: tf.SparseTensor, step: tf.Tensor | None = None) -> tf.Tensor:
         """Sparse [batch, input_dim] -> logits [batch, B].  A step turns on dropout (seeded by it)."""
@@ -65,12 +87,15 @@ class MachNet(tf.Module):
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))
 
 
-def bucket_loss(logits: tf.Tensor, targets: tf.Tensor, loss: str) -> tf.Tensor:
+def bucket_loss(
+    logits: tf.Tensor, targets: tf.Tensor, loss: str, recipe: str = "improved"
+) -> tf.Tensor:
     """Mean loss over rows with at least one label.  targets: bucket multi-hot [batch, B], 0/1.
 
     softmax: cross-entropy against the multi-hot normalised to sum 1 (the paper).
-    bce: sigmoid cross-entropy summed over buckets (what the official code trains).
-    Rows without labels get weight 0 (the input pipeline also drops them).
+    bce: sigmoid cross-entropy, summed over buckets; the official recipe averages it over buckets
+    too (tf.reduce_mean over batch x B, as the official code does), i.e. the same loss divided by B.
+    Rows without labels stay in the batch with weight 0.
     """
     n_pos = tf.reduce_sum(targets, axis=1)  # [batch]
     weight = tf.cast(n_pos > 0, tf.float32)
@@ -79,7 +104,8 @@ def bucket_loss(logits: tf.Tensor, targets: tf.Tensor, loss: str) -> tf.Tensor:
             labels=targets / tf.maximum(n_pos, 1.0)[:, None], logits=logits
         )
     elif loss == "bce":
-        per_row = tf.reduce_sum(
+        reduce = tf.reduce_mean if recipe == "official" else tf.reduce_sum
+        per_row = reduce(
             tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits), axis=1
         )
     else:

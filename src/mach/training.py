@@ -9,29 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import sys
 import time
 
 import tensorflow as tf
 
+from mach.checkpoints import (
+    RepetitionLock,
+    complete_epochs,
+    remove_stale_temporaries,
+    repair_state_file,
+)
 from mach.data import read_rows, rows_to_model_input, tfrecord_files
 from mach.files import read_json, write_json_atomic
+from mach.identity import check_checkpoint_config, model_identity
 from mach.model import Adam, MachNet, bucket_loss, repetition_seed
 from mach.prepare import load_lookups
-
-# Fields that shape a repetition's weights: a checkpoint is only resumed or merged when they agree.
-MODEL_FIELDS = [
-    "n_features",
-    "n_classes",
-    "B",
-    "hash_seed",
-    "feat_hash_dim",
-    "hidden",
-    "loss",
-    "normalize",
-    "seed",
-]
 
 
 def configure_devices(cfg, log) -> None:
@@ -52,49 +47,23 @@ def configure_devices(cfg, log) -> None:
     )
 
 
-def model_identity(cfg, lookup_sha256: str) -> dict:
-    identity = {field: getattr(cfg, field) for field in MODEL_FIELDS}
-    identity["hidden"] = list(cfg.hidden)
-    identity["label_lookup_sha256"] = lookup_sha256
-    return identity
-
-
-def check_checkpoint_config(cfg, r: int, lookup_sha256: str, action: str) -> dict:
-    """The saved config.json of repetition r, refused when it disagrees with cfg or the lookup."""
-    path = cfg.ckpt_dir(r) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no trained repetition r={r} at {cfg.ckpt_dir(r)}; run `python train.py --dataset {cfg.name} --repetitions {r}`"
-        )
-    saved = read_json(path)
-    expected = model_identity(cfg, lookup_sha256)
-    diff = {
-        k: (saved["identity"].get(k), v)
-        for k, v in expected.items()
-        if saved["identity"].get(k) != v
-    }
-    if diff:
-        details = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(
-            f"cannot {action} {cfg.ckpt_dir(r)}: it was trained with a different setup ({details}); retrain it or use the matching --set options"
-        )
-    return saved
-
-
 class Repetition:
     """Model, optimiser, lookups and checkpoint manager of repetition r."""
 
     def __init__(self, cfg, r: int):
         self.r = r
         self.label_to_bucket, self.feature_to_slot, self.lookup_sha256 = load_lookups(cfg, r)
-        self.model = MachNet(cfg.input_dim(), cfg.hidden, cfg.B, cfg.dropout, cfg.seed, r)
-        self.optimizer = Adam(self.model.trainable_variables, cfg.lr)
+        self.model = MachNet(
+            cfg.input_dim(), cfg.hidden, cfg.B, cfg.dropout, cfg.seed, r, cfg.recipe
+        )
+        self.optimizer = Adam(self.model.trainable_variables, cfg.lr, epsilon=cfg.adam_epsilon)
         self.epoch = tf.Variable(0, dtype=tf.int64, name="epochs_done")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, epoch=self.epoch
         )
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint, str(cfg.ckpt_dir(r)), max_to_keep=cfg.keep_checkpoints
+        self.manager = None  # made by _start, once the directory is known to be ours
+        self.replace_old = (
+            False  # --overwrite: the old checkpoints go only when the first new one is saved
         )
         self.last_loss = float("nan")
         self.seconds = 0.0
@@ -127,29 +96,80 @@ class Repetition:
         )
 
 
-def _start(cfg, reps: list[Repetition], resume: bool, log) -> None:
+def _manager(cfg, rep: Repetition) -> tf.train.CheckpointManager:
+    keep = cfg.keep_checkpoints or None  # 0 keeps every epoch
+    return tf.train.CheckpointManager(rep.checkpoint, str(cfg.ckpt_dir(rep.r)), max_to_keep=keep)
+
+
+def _write_identity(cfg, rep: Repetition) -> None:
+    write_json_atomic(
+        cfg.ckpt_dir(rep.r) / "config.json",
+        {"identity": model_identity(cfg, rep.lookup_sha256), "config": dataclasses.asdict(cfg)},
+    )
+
+
+def _start(cfg, reps: list[Repetition], resume: bool, overwrite: bool, log) -> None:
+    """Restore, refuse or plan to replace each repetition's checkpoints; nothing is deleted here.
+
+    All repetitions are checked before any file is written, so a refused run leaves the disk as it was.
+    """
+    plans = []
     for rep in reps:
         ckpt_dir = cfg.ckpt_dir(rep.r)
-        if resume and rep.manager.latest_checkpoint:
+        epochs = complete_epochs(ckpt_dir)
+        if epochs and not resume and not overwrite:
+            raise ValueError(
+                f"r={rep.r} already has a trained model in {ckpt_dir} (epoch {epochs[-1]}); pass --resume "
+                "to continue it, --overwrite to replace it, or --set tag=NAME to train a variant beside it"
+            )
+        if epochs and resume:
+            if not (ckpt_dir / "config.json").exists():
+                raise ValueError(
+                    f"{ckpt_dir} has checkpoints but no config.json, so the model they hold is unknown; "
+                    "restore the file, or retrain with --overwrite"
+                )
             check_checkpoint_config(cfg, rep.r, rep.lookup_sha256, "resume")
-            rep.checkpoint.restore(rep.manager.latest_checkpoint).assert_existing_objects_matched()
+        plans.append("resume" if epochs and resume else "replace" if epochs else "fresh")
+    for rep, plan in zip(reps, plans):
+        ckpt_dir = cfg.ckpt_dir(rep.r)
+        remove_stale_temporaries(ckpt_dir)
+        if plan == "replace":
+            rep.replace_old = True
+            log(f"r={rep.r} overwrite: the old checkpoints in {ckpt_dir} go once epoch 1 is saved")
+            continue
+        if plan == "resume":
+            repair_state_file(ckpt_dir, log)
+            rep.manager = _manager(cfg, rep)
+            _restore(rep, rep.manager.latest_checkpoint)
             log(
                 f"r={rep.r} resumed_from={rep.manager.latest_checkpoint} epochs_done={int(rep.epoch.numpy())}"
             )
             continue
-        if ckpt_dir.exists() and any(ckpt_dir.iterdir()):
-            log(
-                f"r={rep.r} starting_fresh (old checkpoints in {ckpt_dir} removed; pass --resume to continue them)"
-            )
-            shutil.rmtree(ckpt_dir)
-            rep.manager = tf.train.CheckpointManager(
-                rep.checkpoint, str(ckpt_dir), max_to_keep=cfg.keep_checkpoints
-            )
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            ckpt_dir / "config.json",
-            {"identity": model_identity(cfg, rep.lookup_sha256), "config": dataclasses.asdict(cfg)},
-        )
+        _write_identity(cfg, rep)
+        rep.manager = _manager(cfg, rep)
+
+
+def _restore(rep: Repetition, prefix: str) -> None:
+    try:
+        rep.checkpoint.restore(prefix).assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as err:
+        raise ValueError(
+            f"checkpoint {prefix} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"remove its files {prefix}.* to resume from the previous epoch, or retrain with --overwrite"
+        ) from None
+
+
+def _replace_old_checkpoints(cfg, rep: Repetition) -> None:
+    """--overwrite: move the old model aside, start the new directory, and drop the old one once saved."""
+    ckpt_dir = cfg.ckpt_dir(rep.r)
+    old = ckpt_dir.with_name(f".{ckpt_dir.name}.replaced-{os.getpid()}")
+    os.replace(ckpt_dir, old)
+    ckpt_dir.mkdir()
+    _write_identity(cfg, rep)
+    rep.manager = _manager(cfg, rep)
+    rep.replace_old = False
+    return old
 
 
 def _make_train_step(cfg, reps: list[Repetition]):
@@ -157,7 +177,7 @@ def _make_train_step(cfg, reps: list[Repetition]):
     def train_step(batches):
         with tf.GradientTape() as tape:
             losses = [
-                bucket_loss(rep.model(x, step=rep.optimizer.iterations), y, cfg.loss)
+                bucket_loss(rep.model(x, step=rep.optimizer.iterations), y, cfg.loss, cfg.recipe)
                 for rep, (x, y) in zip(reps, batches)
             ]
             # The repetitions' variables are disjoint, so the gradient of the sum is each one's own gradient.
@@ -172,9 +192,14 @@ def _make_train_step(cfg, reps: list[Repetition]):
 
 
 def train_repetitions(
-    cfg, repetitions: list[int], data_manifest: dict, resume: bool, log
+    cfg, repetitions: list[int], data_manifest: dict, resume: bool, log, overwrite: bool = False
 ) -> list[dict]:
-    """Train the given repetitions for cfg.epochs each.  Returns one summary dict per repetition."""
+    """Train the given repetitions for cfg.epochs each.  Returns one summary dict per repetition.
+
+    resume: continue from each repetition's last complete epoch (finished ones are left alone);
+    overwrite: replace existing checkpoints (only once the new run has saved its first epoch).
+    Without either, a repetition that already has checkpoints is refused.
+    """
     files = tfrecord_files(cfg.tfrecord_dir(), data_manifest["train"])
     rows = data_manifest["train"]["rows"]
     steps_per_epoch = math.ceil(rows / cfg.batch_size)
@@ -183,8 +208,33 @@ def train_repetitions(
         f"train_rows={rows} rows_without_labels_weight_0={data_manifest['train']['rows_without_labels']} "
         f"steps_per_epoch={steps_per_epoch} repetitions={','.join(map(str, repetitions))}"
     )
-    reps = [Repetition(cfg, r) for r in repetitions]
-    _start(cfg, reps, resume, log)
+    locks = []
+    try:
+        for r in repetitions:
+            locks.append(
+                RepetitionLock(
+                    cfg.run_dir() / "ckpt" / f".r{r:02d}.lock",
+                    f"repetition r={r} in {cfg.run_dir()}",
+                )
+            )
+        reps = [Repetition(cfg, r) for r in repetitions]
+        _start(cfg, reps, resume, overwrite, log)
+        finished = [rep for rep in reps if int(rep.epoch.numpy()) >= cfg.epochs]
+        for rep in finished:
+            log(f"r={rep.r} already_trained epochs_done={int(rep.epoch.numpy())}: left as it is")
+        _train_epochs(
+            cfg, [rep for rep in reps if rep not in finished], files, rows, steps_per_epoch, log
+        )
+        return [
+            _saved_summary(cfg, rep, rows) if rep in finished else _finish(cfg, rep, rows)
+            for rep in reps
+        ]
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train_epochs(cfg, reps, files, rows, steps_per_epoch, log) -> None:
     writers = {
         rep.r: tf.summary.create_file_writer(str(cfg.log_dir() / "tensorboard" / f"r{rep.r:02d}"))
         for rep in reps
@@ -198,7 +248,6 @@ def train_repetitions(
         key = tuple(rep.r for rep in active)
         steps.setdefault(key, _make_train_step(cfg, active))
         _train_epoch(cfg, active, steps[key], files, epoch, steps_per_epoch, rows, writers, log)
-    return [_finish(cfg, rep, rows) for rep in reps]
 
 
 def _train_epoch(
@@ -210,23 +259,46 @@ def _train_epoch(
     bar = tf.keras.utils.Progbar(steps_per_epoch, unit_name="step") if sys.stdout.isatty() else None
     start = time.time()
     total = tf.zeros([len(active)])
+    rows_seen = 0
     for step, batch in enumerate(batches, start=1):
         losses = train_step(batch)
         total += losses
+        rows_seen += int(batch[0][1].shape[0])
         if bar is not None:
             bar.update(step, values=[("loss", float(tf.reduce_mean(losses)))])
     seconds = time.time() - start
+    if rows_seen != rows:
+        # A shard cut on a record boundary reads without error; the manifest's count catches it.
+        raise ValueError(
+            f"epoch {epoch + 1} read {rows_seen} training rows but {cfg.tfrecord_dir()} should hold {rows}: "
+            f"a TFRecord shard is damaged; re-run `python preprocess.py --dataset {cfg.name}` (it rewrites "
+            "damaged shards), then train again with --resume"
+        )
     mean_losses = (total / steps_per_epoch).numpy()
     for rep, loss in zip(active, mean_losses):
         rep.epoch.assign(epoch + 1)
+        old = _replace_old_checkpoints(cfg, rep) if rep.replace_old else None
         rep.manager.save(checkpoint_number=epoch + 1)
+        if old is not None:
+            shutil.rmtree(old)
         rep.last_loss, rep.seconds = float(loss), rep.seconds + seconds
         with writers[rep.r].as_default():
             tf.summary.scalar("loss", loss, step=epoch + 1)
             tf.summary.scalar("examples_per_s", rows / seconds, step=epoch + 1)
+        # ex_per_s is per repetition, as in TensorBoard; ex_per_s_all sums the repetitions trained together.
         log(
-            f"r={rep.r} epoch={epoch + 1} loss={loss:.5f} ex_per_s={rows * len(active) / seconds:.0f} seconds={seconds:.2f}"
+            f"r={rep.r} epoch={epoch + 1} loss={loss:.5f} ex_per_s={rows / seconds:.0f} "
+            f"ex_per_s_all={rows * len(active) / seconds:.0f} seconds={seconds:.2f}"
         )
+
+
+def _saved_summary(cfg, rep: Repetition, rows: int) -> dict:
+    """A finished repetition's train.json as written when it finished (rebuilt if missing)."""
+    path = cfg.ckpt_dir(rep.r) / "train.json"
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return _finish(cfg, rep, rows)
 
 
 def _finish(cfg, rep: Repetition, rows: int) -> dict:

@@ -1,0 +1,198 @@
+"""Issue #11: a trained model is never lost, a damaged input never gives a silent wrong number."""
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import cli_flags, quiet
+from mach.checkpoints import RepetitionLock, complete_epochs
+from mach.cli import apply_overrides
+from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
+from mach.training import train_repetitions
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def preprocess(cfg):
+    manifest = prepare_tfrecords(cfg, quiet)
+    cfg = with_data_sizes(cfg, manifest)
+    prepare_lookups(cfg, quiet)
+    return cfg, manifest
+
+
+def checkpoint_bytes(ckpt_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(ckpt_dir.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def trained(tiny_cfg):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=2))
+    train_repetitions(cfg, [0, 1], manifest, False, quiet)
+    return cfg, manifest
+
+
+def test_a_second_run_without_resume_or_overwrite_is_refused_and_deletes_nothing(trained):
+    cfg, manifest = trained
+    before = checkpoint_bytes(cfg.ckpt_dir(0))
+    other = dataclasses.replace(cfg, hidden=(8,), seed=3)
+    with pytest.raises(ValueError, match=r"r=0 already has a trained model .*--overwrite"):
+        train_repetitions(other, [0, 1], manifest, False, quiet)
+    assert checkpoint_bytes(cfg.ckpt_dir(0)) == before
+
+
+def test_overwrite_keeps_the_old_model_until_the_new_one_saves_an_epoch(trained, monkeypatch):
+    cfg, manifest = trained
+    before = checkpoint_bytes(cfg.ckpt_dir(0))
+    import mach.training
+
+    def broken_step(*args):
+        def step(batch):
+            raise tf.errors.InvalidArgumentError(
+                None, None, "the new setup fails in its first step"
+            )
+
+        return step
+
+    monkeypatch.setattr(mach.training, "_make_train_step", broken_step)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        train_repetitions(
+            dataclasses.replace(cfg, seed=5), [0], manifest, False, quiet, overwrite=True
+        )
+    assert checkpoint_bytes(cfg.ckpt_dir(0)) == before
+    monkeypatch.undo()
+    new = dataclasses.replace(cfg, seed=5)
+    train_repetitions(new, [0], manifest, False, quiet, overwrite=True)
+    assert checkpoint_bytes(cfg.ckpt_dir(0)) != before
+    assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2]
+    assert not list(cfg.ckpt_dir(0).parent.glob(".r00.replaced-*"))  # the old copy is gone
+
+
+def test_resume_leaves_finished_repetitions_alone(trained):
+    cfg, manifest = trained
+    before = checkpoint_bytes(cfg.ckpt_dir(1))
+    messages = []
+    summaries = train_repetitions(cfg, [0, 1], manifest, True, messages.append)
+    assert checkpoint_bytes(cfg.ckpt_dir(1)) == before
+    assert any(m.startswith("r=1 already_trained epochs_done=2") for m in messages)
+    assert summaries[1]["epochs"] == 2 and summaries[1]["wall_s"] > 0  # the original train.json
+
+
+@pytest.mark.parametrize(
+    "state", [None, "garbage {{{ not a proto", 'model_checkpoint_path: "ckpt-9"\n']
+)
+def test_resume_recovers_from_a_missing_or_garbage_state_file(tiny_cfg, state):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
+    train_repetitions(cfg, [0], manifest, False, quiet)
+    kept = checkpoint_bytes(cfg.ckpt_dir(0))["ckpt-1.index"]
+    state_file = cfg.ckpt_dir(0) / "checkpoint"
+    if state is None:
+        state_file.unlink()
+    else:
+        state_file.write_text(state)
+    messages = []
+    train_repetitions(dataclasses.replace(cfg, epochs=2), [0], manifest, True, messages.append)
+    assert any("resumed_from=" in m and "epochs_done=1" in m for m in messages)
+    assert checkpoint_bytes(cfg.ckpt_dir(0))["ckpt-1.index"] == kept
+    assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2]
+
+
+def test_an_unreadable_checkpoint_is_refused_with_the_file_named(tiny_cfg):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
+    train_repetitions(cfg, [0], manifest, False, quiet)
+    (cfg.ckpt_dir(0) / "ckpt-1.index").write_bytes(b"\0" * 40)
+    with pytest.raises(ValueError, match=r"ckpt-1 cannot be read .*previous epoch, or retrain"):
+        train_repetitions(dataclasses.replace(cfg, epochs=2), [0], manifest, True, quiet)
+
+
+def test_keep_checkpoints_0_keeps_every_epoch(tiny_cfg):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=3, keep_checkpoints=0))
+    train_repetitions(cfg, [0], manifest, False, quiet)
+    assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2, 3]
+
+
+def test_a_second_trainer_of_the_same_repetition_is_refused_with_the_holders_pid(tiny_cfg):
+    cfg, manifest = preprocess(tiny_cfg)
+    lock = RepetitionLock(cfg.run_dir() / "ckpt" / ".r01.lock", "repetition r=1")
+    try:
+        with pytest.raises(
+            ValueError, match=rf"being trained by another process \(pid {os.getpid()}"
+        ):
+            train_repetitions(cfg, [0, 1], manifest, False, quiet)
+        assert not cfg.ckpt_dir(0).exists()  # refused before anything was written
+    finally:
+        lock.release()
+    train_repetitions(cfg, [0, 1], manifest, False, quiet)  # free again once released
+
+
+def test_a_truncated_shard_is_refused_by_training(tiny_cfg):
+    cfg, manifest = preprocess(tiny_cfg)
+    shard = cfg.tfrecord_dir() / manifest["train"]["shards"][0]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"has \d+ bytes, not \d+: the TFRecords are damaged"):
+        train_repetitions(cfg, [0], manifest, False, quiet)
+
+
+def test_rows_read_are_checked_against_the_manifest(tiny_cfg):
+    cfg, manifest = preprocess(tiny_cfg)
+    lying = {**manifest, "train": {**manifest["train"], "rows": 65}}
+    lying["train"].pop("sizes")
+    with pytest.raises(ValueError, match=r"epoch 1 read 64 training rows but .* should hold 65"):
+        train_repetitions(cfg, [0], lying, False, quiet)
+
+
+@pytest.mark.parametrize(
+    "pair, message",
+    [
+        ("hidden=(0,)", "hidden=(0,): expected layer widths 1..1048576"),
+        ("hidden=(-5,)", "hidden=(-5,): expected layer widths"),
+        ("shuffle_buffer=0", "shuffle_buffer=0: expected a positive integer"),
+        ("keep_checkpoints=-1", "keep_checkpoints=-1: expected 0 (keep every epoch)"),
+        ("lr=-0.1", "lr=-0.1: expected a positive learning rate"),
+        ("threads=-1", "threads=-1: expected 0 (all cores)"),
+        ("adam_epsilon=0", "adam_epsilon=0: expected a positive number"),
+        ("tag='../x'", "tag='../x': expected letters, digits"),
+        ("n_classes=10", "B=64 is larger than the number of classes K=10"),
+        ("gpu_memory_mb=0", "gpu_memory_mb=0: expected None"),
+    ],
+)
+def test_every_config_field_is_validated_with_key_and_range(pair, message):
+    import config
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        apply_overrides(config.BASE, [pair])
+
+
+def test_train_py_refuses_b_larger_than_k_found_in_the_data(tiny_files, tmp_path):
+    work = tmp_path / "work"
+    flags = cli_flags(tiny_files, "tinyrel", work, B=64)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "preprocess.py"), *flags], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "B=64 is larger than the number of classes K=50" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_train_py_refuses_to_replace_a_model_without_overwrite(tiny_files, tmp_path):
+    work = tmp_path / "work"
+    flags = cli_flags(tiny_files, "tinyrel", work)
+
+    def script(name, *extra):
+        return subprocess.run(
+            [sys.executable, str(REPO / name), *flags, *extra], capture_output=True, text=True
+        )
+
+    assert script("preprocess.py").returncode == 0
+    assert script("train.py").returncode == 0
+    again = script("train.py", "--set", "hidden=(8,)")
+    assert again.returncode == 2 and "--overwrite to replace it" in again.stderr
+    assert "Traceback" not in again.stderr
+    replaced = script("train.py", "--set", "hidden=(8,)", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert np.array(complete_epochs(next((work / "tinyrel").glob("B8-*")) / "ckpt" / "r00")).size
