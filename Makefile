@@ -19,7 +19,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/python preprocess.py --dataset delicious
-	$(BIN)/python train.py --dataset delicious
+	$(BIN)/python train.py --dataset delicious --resume
 	$(BIN)/python evaluate.py --dataset delicious
 
 test: setup

@@ -7,6 +7,10 @@ Edit a preset here to change an experiment for good; override one run from the c
 A dataset that is not listed runs from flags alone (sizes are read from the file header):
 
     python preprocess.py --dataset mydata --set train_file=/data/x_train.txt --set test_file=/data/x_test.txt
+
+The paper presets (wiki10_31k, delicious200k, amazon670k, amazon3m, odp, imagenet22k) carry the settings
+of the official code, each with its source; `python reproduce.py --dataset NAME` runs one end to end and
+compares with REFERENCES below.
 """
 
 from __future__ import annotations
@@ -21,71 +25,100 @@ REPO_DIR = Path(__file__).resolve().parent
 @dataclass(frozen=True)
 class Config:
     # data
-    name: str = "custom"  # dataset name; outputs go to <work_dir>/<name>/
-    data_dir: str = str(REPO_DIR / "data")  # relative file names below are resolved against this
-    train_file: str | None = None  # XC-repo text file of training rows (.gz is fine)
-    test_file: str | None = None  # XC-repo text file of test rows
-    data_file: str | None = None  # single XC-repo file, split by the two split files below instead
-    train_split_file: str | None = None  # *_trSplit.txt: 1-based row numbers, one column per split
-    test_split_file: str | None = None  # *_tstSplit.txt
-    split: int = 1  # which column of the split files (1-based, as in the repository)
-    format: str = "xc"  # text format: "xc" (repository), "libsvm" (label idx:val, 1-based), "vw"
-    n_features: int | None = None  # D, input dimension; None = read from the file header
-    n_classes: int | None = None  # K, number of labels; None = read from the file header
-    rows_per_shard: int = 200_000  # TFRecord shard size, rows
-    valid_fraction: float = (
-        0.0  # > 0: tuning mode, this share of the training rows replaces the test set
-    )
-    valid_seed: int = 0  # which training rows are held out in tuning mode
+    # dataset name; outputs go to <work_dir>/<name>/
+    name: str = "custom"
+    # relative file names below are resolved against this
+    data_dir: str = str(REPO_DIR / "data")
+    # text file of training rows (.gz is fine)
+    train_file: str | None = None
+    # text file of test rows
+    test_file: str | None = None
+    # single XC-repo file, split by the two split files below instead
+    data_file: str | None = None
+    # *_trSplit.txt: 1-based row numbers, one column per split
+    train_split_file: str | None = None
+    # *_tstSplit.txt
+    test_split_file: str | None = None
+    # which column of the split files (1-based, as in the repository)
+    split: int = 1
+    # text format: "xc" (repository), "libsvm" (label idx:val, 1-based), "vw" (label | idx:val)
+    format: str = "xc"
+    # D, input dimension; None = read from the file header
+    n_features: int | None = None
+    # K, number of labels; None = read from the file header
+    n_classes: int | None = None
+    # TFRecord shard size, rows
+    rows_per_shard: int = 200_000
+    # > 0: tuning mode, this share of the training rows replaces the test set
+    valid_fraction: float = 0.0
+    # which training rows are held out in tuning mode
+    valid_seed: int = 0
 
     # hashing
-    B: int = 64  # buckets per repetition
-    R: int = 16  # repetitions (independent models)
-    hash_seed: int = (
-        0  # repetition r hashes with murmurhash3_32 seed hash_seed + r (0 = official code)
-    )
-    feat_hash_dim: int | None = (
-        None  # hash input features to this many slots; None = no feature hashing
-    )
+    # buckets per repetition
+    B: int = 64
+    # repetitions (independent models)
+    R: int = 16
+    # repetition r hashes with murmurhash3_32 seed hash_seed + r (0 = official code)
+    hash_seed: int = 0
+    # hash input features to this many slots; None = no feature hashing
+    feat_hash_dim: int | None = None
 
     # model
-    hidden: tuple[int, ...] = (500,)  # hidden layer widths (ReLU), input -> hidden... -> B logits
-    dropout: float = 0.0  # dropout rate after each hidden layer (training only)
-    loss: str = (
-        "softmax"  # "softmax": CE vs normalised bucket multi-hot (paper); "bce": sigmoid CE (official)
-    )
-    normalize: str = (
-        "l2"  # input rows: "l2" = unit length, "max" = largest |value| 1, "none" = as in the file
-    )
+    # hidden layer widths (ReLU), input -> hidden... -> B logits; () = linear
+    hidden: tuple[int, ...] = (500,)
+    # dropout rate after each hidden layer (training only)
+    dropout: float = 0.0
+    # "softmax": CE vs normalised bucket multi-hot (paper); "bce": sigmoid CE (official code)
+    loss: str = "softmax"
+    # input rows: "l2" = unit length, "max" = largest |value| 1, "none" = as in the file
+    normalize: str = "l2"
 
     # train
-    recipe: str = "improved"  # "official": the official code's init, Adam epsilon and loss averaging
-    lr: float = 1e-3  # Adam learning rate
-    adam_epsilon: float = 1e-7  # Adam epsilon (TF1 default 1e-8; the ImageNet demo used 1.0)
-    batch_size: int = 256  # rows per step
-    epochs: int = 10  # passes over the training rows
-    seed: int = 0  # initialisation, shuffling and dropout seed (combined with r)
-    shuffle_buffer: int = 100_000  # rows held for shuffling before batching
-    keep_checkpoints: int = 2  # per repetition
+    # initialisation and loss averaging: "improved" (Glorot, zero biases, BCE summed over buckets),
+    # "official" (Tharun24/MACH: truncated normal 0.05 for weights and biases, BCE mean over batch x B),
+    # "precursor" (tinytinyeye/MACH: truncated normal 0.01 weights, zero biases)
+    recipe: str = "improved"
+    # Adam learning rate
+    lr: float = 1e-3
+    # Adam epsilon (TF1 default 1e-8; the precursor's ImageNet demo used 1.0)
+    adam_epsilon: float = 1e-7
+    # rows per step
+    batch_size: int = 256
+    # passes over the training rows
+    epochs: int = 10
+    # initialisation, shuffling and dropout seed (combined with r)
+    seed: int = 0
+    # rows held for shuffling before batching (1 = file order)
+    shuffle_buffer: int = 100_000
+    # checkpoints kept per repetition; 0 = every epoch
+    keep_checkpoints: int = 2
 
     # eval
-    top_k: int = 5  # k of the top-k kept by the merge; metrics are reported at 1, 3, ..., top_k
-    merge: str = (
-        "logits"  # "logits": sum raw logits (official); "probs": paper's unbiased estimator
-    )
-    eval_batch_size: int = 1024  # test rows per forward/merge step
-    eval_group_size: int = 0  # repetitions held in memory at once when evaluating; 0 = all R
-    R_per_device: int = 0  # repetitions placed on each visible GPU (or logical device); 0 = all on one
-    psp_A: float = 0.55  # propensity model A (Jain et al. 2016); 0.55 is the repository's default
-    psp_B: float = 1.5  # propensity model B
+    # k of the top-k kept by the merge; metrics are reported at 1, 3, 5 up to top_k
+    top_k: int = 5
+    # "logits": sum raw logits (official); "probs": paper's unbiased estimator
+    merge: str = "logits"
+    # test rows per forward/merge step
+    eval_batch_size: int = 1024
+    # repetitions held in memory at once when evaluating; 0 = all R
+    eval_group_size: int = 0
+    # repetitions placed on each visible GPU (or logical device); 0 = all on one
+    R_per_device: int = 0
+    # propensity model A (Jain et al. 2016); 0.55 is the repository's default
+    psp_A: float = 0.55
+    # propensity model B
+    psp_B: float = 1.5
 
     # system
-    work_dir: str = "work"  # all outputs; relative paths are taken from the current directory
-    tag: str = ""  # optional run name, to keep variants of the same hashing apart
-    threads: int = 0  # CPU threads for TF and the merge kernel; 0 = all cores
-    gpu_memory_mb: int | None = (
-        None  # per-process GPU memory cap (several jobs per GPU); None = growth
-    )
+    # all outputs; relative paths are taken from the current directory
+    work_dir: str = "work"
+    # optional run name, to keep variants of the same hashing apart
+    tag: str = ""
+    # CPU threads for TF and the merge kernel; 0 = all cores
+    threads: int = 0
+    # per-process GPU memory cap (several jobs per GPU); None = growth
+    gpu_memory_mb: int | None = None
 
     def resolve(self, path: str | None) -> Path | None:
         """A data path as given, or under data_dir when relative."""
@@ -143,8 +176,27 @@ class Config:
 
 BASE = Config()
 
+# What all of the official code trains with: sigmoid BCE, TF1 Adam (lr 1e-3, epsilon 1e-8), raw feature
+# values, no dropout, truncated-normal initialisation (README, "Reproducing the paper", lists what differs).
+OFFICIAL = dict(
+    recipe="official", loss="bce", normalize="none", dropout=0.0, lr=1e-3, adam_epsilon=1e-8
+)
+# The precursor code (tinytinyeye/MACH @ cfeeab5): softmax over B, Adam defaults, linear models.
+PRECURSOR = dict(
+    recipe="precursor", loss="softmax", normalize="none", dropout=0.0, hidden=(), lr=1e-3
+)
+XC_PSP = dict(psp_A=0.55, psp_B=1.5)  # the repository's propensity model, Amazon sets excepted
+AMAZON_PSP = dict(psp_A=0.6, psp_B=2.6)
+
+
+def _xc_files(folder: str) -> dict:
+    """The file names the repository's downloads unpack to (README, "Reproducing the paper")."""
+    return dict(train_file=f"{folder}/train.txt", test_file=f"{folder}/test.txt")
+
+
 DATASETS: dict[str, Config] = {
     # Bundled demo: Delicious (Tsoumakas et al. 2008) from the Extreme Classification Repository.
+    # Chosen on a validation split of the training rows (README, "Tuning on Delicious").
     "delicious": dataclasses.replace(
         BASE,
         name="delicious",
@@ -153,7 +205,6 @@ DATASETS: dict[str, Config] = {
         test_split_file="delicious/delicious_tstSplit.txt.gz",
         n_features=500,
         n_classes=983,
-        # Chosen on a validation split of the training rows (README, "Tuning on Delicious").
         B=128,
         R=16,
         hidden=(1024, 512),
@@ -161,68 +212,152 @@ DATASETS: dict[str, Config] = {
         lr=2e-3,
         normalize="max",
         epochs=10,
-        psp_A=0.55,
-        psp_B=1.5,
+        **XC_PSP,
     ),
-    # The paper's public datasets (real sizes; files from the Extreme Classification Repository).
+    # Source: Tharun24/MACH @ 0fda7db, wiki10_31k/src/run.sh and train_single.py (32 runs, B=2000,
+    # batch 100, 60 epochs; two hidden layers of 500; feature_dim 101938).
     "wiki10_31k": dataclasses.replace(
         BASE,
         name="wiki10_31k",
-        train_file="Wiki10-31K/train.txt",
-        test_file="Wiki10-31K/test.txt",
+        **_xc_files("Wiki10-31K"),
         n_features=101_938,
         n_classes=30_938,
         B=2000,
-        R=16,
-        hidden=(1024,),
-        psp_A=0.55,
-        psp_B=1.5,
+        R=32,
+        hidden=(500, 500),
+        batch_size=100,
+        epochs=60,
+        **OFFICIAL,
+        **XC_PSP,
     ),
+    # Source: Tharun24/MACH @ 0fda7db, delicious_200k/src/run.sh and train_single.py (B=5000, batch 1000,
+    # 20 epochs, (500, 500), the full 782,585 features: no feature hashing).
     "delicious200k": dataclasses.replace(
         BASE,
         name="delicious200k",
-        train_file="Delicious-200K/train.txt",
-        test_file="Delicious-200K/test.txt",
+        **_xc_files("Delicious-200K"),
         n_features=782_585,
         n_classes=205_443,
         B=5000,
-        R=16,
-        feat_hash_dim=100_000,
-        hidden=(1024,),
+        R=32,
+        hidden=(500, 500),
         batch_size=1000,
-        psp_A=0.55,
-        psp_B=1.5,
+        epochs=20,
+        **OFFICIAL,
+        **XC_PSP,
     ),
+    # Source: Tharun24/MACH @ 0fda7db, amazon_670k/src/run.sh and train_single.py (B=10000, batch 1000,
+    # 40 epochs, (500, 500), feature_dim 135909).
     "amazon670k": dataclasses.replace(
         BASE,
         name="amazon670k",
-        train_file="Amazon-670K/train.txt",
-        test_file="Amazon-670K/test.txt",
+        **_xc_files("Amazon-670K"),
         n_features=135_909,
         n_classes=670_091,
         B=10_000,
         R=32,
-        hidden=(1024,),
+        hidden=(500, 500),
         batch_size=1000,
-        psp_A=0.6,
-        psp_B=2.6,
+        epochs=40,
+        **OFFICIAL,
+        **AMAZON_PSP,
     ),
-    # The setting the official MACH code ships for Amazon-3M.
+    # Source: Tharun24/MACH @ 430fd9f, src/config.py (train_config and eval_config: B=10000, R=16,
+    # feat_hash_dim 100000, hidden 4096, batch 2000, 10 epochs).
     "amazon3m": dataclasses.replace(
         BASE,
         name="amazon3m",
-        train_file="Amazon-3M/train.txt",
-        test_file="Amazon-3M/test.txt",
+        **_xc_files("Amazon-3M"),
         n_features=337_067,
         n_classes=2_812_281,
         B=10_000,
         R=16,
         feat_hash_dim=100_000,
         hidden=(4096,),
-        loss="bce",
         batch_size=2000,
         epochs=10,
-        psp_A=0.6,
-        psp_B=2.6,
+        **OFFICIAL,
+        **AMAZON_PSP,
     ),
+    # Source: tinytinyeye/MACH @ cfeeab5, src/odp/ (odp_demo.py: D 422713, K 105033; sparse_multiclf.py:
+    # linear softmax classifiers, batch 64, 5 epochs, AdamOptimizer() defaults). B and R are command-line
+    # arguments there; B=32, R=50 are the paper's ODP setting. Data: Vowpal Wabbit text (`label | idx:val`).
+    "odp": dataclasses.replace(
+        BASE,
+        name="odp",
+        train_file="ODP/train.vw",
+        test_file="ODP/test.vw",
+        format="vw",
+        n_features=422_713,
+        n_classes=105_033,
+        B=32,
+        R=50,
+        batch_size=64,
+        epochs=5,
+        **PRECURSOR,
+        adam_epsilon=1e-8,
+    ),
+    # Source: tinytinyeye/MACH @ cfeeab5, src/imagenet/ (imagenet_demo.py: D 6144 dense features, K 21841;
+    # dense_multiclf.py: linear softmax, batch 256, 3 epochs, Adam epsilon 1.0). B and R are command-line
+    # arguments there and the paper's ImageNet setting is not recorded here: B=512, R=20 are our choice.
+    "imagenet22k": dataclasses.replace(
+        BASE,
+        name="imagenet22k",
+        train_file="ImageNet-22K/train.vw",
+        test_file="ImageNet-22K/test.vw",
+        format="vw",
+        n_features=6144,
+        n_classes=21_841,
+        B=512,
+        R=20,
+        batch_size=256,
+        epochs=3,
+        **PRECURSOR,
+        adam_epsilon=1.0,
+    ),
+}
+
+# Results each paper preset should be compared with, by source. Values are the published figures, not ours;
+# None where this repository has not verified one (README, "Reproducing the paper").
+XC_REPO = "Extreme Classification Repository, benchmarked results (manikvarma.org/downloads/XC)"
+REFERENCES: dict[str, dict] = {
+    "wiki10_31k": {
+        "source": "Tharun24/MACH @ 0fda7db, wiki10_31k/",
+        "paper": None,
+        "results": [
+            {"method": "DiSMEC", "source": XC_REPO, "P@1": 85.20, "P@3": 74.60, "P@5": 65.90},
+            {"method": "AnnexML", "source": XC_REPO, "P@1": 86.49, "P@3": 74.27, "P@5": 64.20},
+            {
+                "method": "MACH (third-party PyTorch)",
+                "source": "third-party PyTorch reimplementation of MACH",
+                "P@1": 86.09,
+                "P@3": 73.76,
+                "P@5": 64.31,
+            },
+        ],
+    },
+    "delicious200k": {
+        "source": "Tharun24/MACH @ 0fda7db, delicious_200k/",
+        "paper": None,
+        "results": [],
+    },
+    "amazon670k": {"source": "Tharun24/MACH @ 0fda7db, amazon_670k/", "paper": None, "results": []},
+    "amazon3m": {"source": "Tharun24/MACH @ 430fd9f, src/config.py", "paper": None, "results": []},
+    "odp": {
+        "source": "tinytinyeye/MACH @ cfeeab5, src/odp/",
+        "paper": None,
+        "results": [
+            {
+                "method": "MACH (precursor paper)",
+                "source": "MACH precursor paper",
+                "accuracy": 19.28,
+            },
+            {"method": "one-vs-all (160 GB)", "source": "MACH precursor paper", "accuracy": 9.0},
+        ],
+    },
+    "imagenet22k": {
+        "source": "tinytinyeye/MACH @ cfeeab5, src/imagenet/",
+        "paper": None,
+        "results": [],
+    },
 }

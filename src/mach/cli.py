@@ -16,7 +16,7 @@ CHOICES = {
     "merge": ("logits", "probs"),
     "normalize": ("l2", "max", "none"),
     "format": ("xc", "libsvm", "vw"),
-    "recipe": ("improved", "official"),
+    "recipe": ("improved", "official", "precursor"),
 }
 
 

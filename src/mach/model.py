@@ -18,22 +18,26 @@ def repetition_seed(seed: int, r: int, *salt: int) -> int:
 DENSE_INPUT_MAX = 4096  # input widths up to this are densified per batch before the first matmul
 
 
-OFFICIAL_INIT_STDDEV = (
-    0.05  # the official code: tf.truncated_normal(stddev=0.05) for weights and biases
-)
+# The official code: tf.truncated_normal(stddev=0.05) for weights and biases; the precursor: 0.01, zero biases.
+OFFICIAL_INIT_STDDEV = 0.05
+PRECURSOR_INIT_STDDEV = 0.01
 
 
 def initial_values(fan_in: int, fan_out: int, seed: list[int], recipe: str):
     """Weights [fan_in, fan_out] and biases [fan_out] of one layer, a function of the seed alone.
 
-    improved: Glorot uniform weights, zero biases; official: truncated normal (stddev 0.05) for both.
+    improved: Glorot uniform weights, zero biases; official: truncated normal (stddev 0.05) for both;
+    precursor: truncated normal (stddev 0.01) weights, zero biases.
     """
-    if recipe == "official":
-        w = tf.random.stateless_truncated_normal(
-            [fan_in, fan_out], seed=seed, stddev=OFFICIAL_INIT_STDDEV
-        )
-        b = tf.random.stateless_truncated_normal(
-            [fan_out], seed=[seed[0], seed[1] + 1000], stddev=OFFICIAL_INIT_STDDEV
+    if recipe in ("official", "precursor"):
+        stddev = OFFICIAL_INIT_STDDEV if recipe == "official" else PRECURSOR_INIT_STDDEV
+        w = tf.random.stateless_truncated_normal([fan_in, fan_out], seed=seed, stddev=stddev)
+        b = (
+            tf.random.stateless_truncated_normal(
+                [fan_out], seed=[seed[0], seed[1] + 1000], stddev=stddev
+            )
+            if recipe == "official"
+            else tf.zeros([fan_out])
         )
         return w, b
     limit = math.sqrt(6.0 / (fan_in + fan_out))
