@@ -8,6 +8,9 @@ must not be NaN (the order is then unspecified); bucket values must lie in [0, B
 The candidate merge scores only the labels found in each repetition's top-m buckets, through the CSR
 inverse of the lookups (sublinear in K); `merge_candidates_numpy` is its specification and
 `gather_candidates` (src/util/candidate_kernel.h) matches it bit for bit. With m = B it is the exact merge.
+
+`merge_approx_numpy` is the official MACH code's approximate evaluation (approx_eval): the same
+candidates, but each scored only by the repetitions that selected it. It has no compiled version.
 """
 
 from dataclasses import dataclass
@@ -285,6 +288,79 @@ def merge_candidates(
     )
 
 
+def _selected_labels(bucket_offsets: np.ndarray, bucket_labels: np.ndarray, buckets: np.ndarray):
+    """The labels [n] int64 in the given buckets of one repetition's CSR inverse, bucket by bucket."""
+    starts, ends = bucket_offsets[buckets], bucket_offsets[buckets + 1]
+    sizes = ends - starts
+    # Position j of bucket i's run reads bucket_labels[starts[i] + j]: one gather, no Python loop.
+    first = np.repeat(starts - np.cumsum(sizes) + sizes, sizes)
+    return bucket_labels[first + np.arange(sizes.sum())]
+
+
+def merge_approx_numpy(
+    logits: np.ndarray,
+    label_to_bucket: np.ndarray,
+    bucket_offsets: np.ndarray,
+    bucket_labels: np.ndarray,
+    k: int,
+    m: int,
+    min_freq: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The specification of approx_eval, the official MACH code's approximate evaluation.
+
+    Per row, each repetition r selects its top-m buckets (ties: lower bucket id), and so the labels
+    in them. A label's count is the number of repetitions that select it; its score is the float32
+    sum, in the order r = 0..R-1, of logits[row, r, h_r(label)] over those repetitions only (the
+    others add nothing; the candidate merge adds all R). The labels with count >= f are ranked, for
+    the largest f <= min_freq that leaves at least k; at f = 1 every selected label counts. Ranking:
+    score, ties by lower label id. If fewer than k labels are selected at all (the chosen buckets
+    hold fewer than k), the free slots get the lowest label ids not selected, scored -inf, so k
+    labels always come back. With m = B all R select every label: the exact merge, bit for bit.
+
+    Args:
+        logits: [batch, R, B] float32.
+        label_to_bucket: [R, K] int32 or int64, values in [0, B).
+        bucket_offsets: [R, B+1] int64 and bucket_labels: [R, K] int64, the CSR inverse of each
+            repetition (mach.hashing.invert_lookup; preprocess saves it as inverse_rNN.npz).
+        k: classes per row, 1 <= k <= K.
+        m: buckets selected per repetition, 1 <= m <= B.
+        min_freq: repetitions that must select a label, 1 <= min_freq <= R (lowered until k remain).
+
+    Returns:
+        labels [batch, k] int64 and scores [batch, k] float32, best first, ties by lower label id.
+    """
+    _check_candidate_inputs(logits, label_to_bucket, bucket_offsets, bucket_labels, k, m, min_freq)
+    batch, R, _ = logits.shape
+    K = label_to_bucket.shape[1]
+    labels = np.empty((batch, k), dtype=np.int64)
+    scores = np.empty((batch, k), dtype=np.float32)
+    total = np.zeros(K, dtype=np.float32)  # [K] float32, reset where a row touched it
+    count = np.zeros(K, dtype=np.int64)  # [K] repetitions that selected each label
+    for i in range(batch):
+        for r in range(R):
+            top, _ = _topk_of_scores(logits[i, r], m)
+            chosen = _selected_labels(bucket_offsets[r], bucket_labels[r], top)
+            values = logits[i, r][label_to_bucket[r, chosen]]  # [n_chosen] float32
+            # The first repetition to select a label sets its score, as the exact merge starts at r=0.
+            total[chosen] = np.where(count[chosen] == 0, values, total[chosen] + values)
+            count[chosen] += 1
+        selected = np.flatnonzero(count)  # ascending label ids
+        for f in range(min_freq, 0, -1):
+            kept = selected[count[selected] >= f]
+            if len(kept) >= k:
+                break
+        order = np.lexsort((kept, -total[kept]))[:k]
+        top_labels, top_scores = kept[order], total[kept[order]]
+        if len(top_labels) < k:
+            pad = np.setdiff1d(np.arange(K), selected)[: k - len(top_labels)]
+            top_labels = np.concatenate([top_labels, pad])
+            top_scores = np.concatenate([top_scores, np.full(len(pad), -np.inf, np.float32)])
+        labels[i], scores[i] = top_labels, top_scores
+        total[selected] = 0.0
+        count[selected] = 0
+    return labels, scores
+
+
 def to_probabilities(logits: np.ndarray, loss: str) -> np.ndarray:
     """Per-repetition bucket probabilities [batch, R, B] float32: softmax over B, or sigmoid."""
     if loss not in LOSSES:
@@ -307,6 +383,16 @@ class CandidateSearch:
     min_freq: int = 1  # repetitions a candidate must be found in (relaxed until k remain)
 
 
+@dataclass(frozen=True)
+class ApproxSearch:
+    """What approx_eval needs besides the logits (see merge_approx_numpy)."""
+
+    bucket_offsets: np.ndarray  # [R, B+1] int64, CSR inverse of each repetition's label lookup
+    bucket_labels: np.ndarray  # [R, K] int64
+    m: int  # buckets selected per repetition
+    min_freq: int = 2  # repetitions that must select a label (lowered until k remain)
+
+
 def merge_scores(
     logits: np.ndarray,
     label_to_bucket: np.ndarray,
@@ -316,6 +402,7 @@ def merge_scores(
     threads: int = 0,
     impl: str = "kernel",
     candidates: CandidateSearch | None = None,
+    approx: ApproxSearch | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k classes per row, scored by summed logits or by the paper's probability estimator.
 
@@ -327,12 +414,24 @@ def merge_scores(
 
     Args and Returns as merge_topk; `loss` is the loss the logits were trained with. With
     `candidates`, only the labels of the top-m buckets are scored (merge_candidates); probabilities
-    rank a repetition's buckets as its logits do, so both modes pick the same buckets.
+    rank a repetition's buckets as its logits do, so both modes pick the same buckets. With
+    `approx`, approx_eval (merge_approx_numpy, NumPy whatever `impl` says) sums the logits of the
+    selecting repetitions only, so it needs mode="logits".
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if approx is not None:
+        if candidates is not None or mode != "logits":
+            raise ValueError(
+                "approx_eval sums the raw logits of the selecting repetitions: use it with "
+                "mode='logits' (--set merge=logits) and without candidates"
+            )
+        a = approx
+        return merge_approx_numpy(
+            logits, label_to_bucket, a.bucket_offsets, a.bucket_labels, k, a.m, a.min_freq
+        )
 
     def top(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if candidates is None:
