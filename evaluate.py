@@ -3,9 +3,13 @@
     python evaluate.py --dataset delicious                  # all R repetitions
     python evaluate.py --dataset delicious --R 8 --sweep-R  # P@k for R = 1, 2, 4, 8, and a plot
     python evaluate.py --dataset delicious --merge-candidates 4  # score only labels of each r's top-4 buckets
+    python evaluate.py --dataset delicious --merge-approx 50     # the official code's approx_eval
+    python evaluate.py --dataset delicious --epoch 3             # the models after epoch 3
+    python evaluate.py --dataset delicious --set eval_group_size=4 --set R_per_device=2  # 4 at once
 
-Writes metrics.json (metrics-candM-fF.json with --merge-candidates; sweep_R.png with --sweep-R) in
-<work_dir>/<dataset>/<hashing>/.
+Writes metrics.json in <work_dir>/<dataset>/<hashing>/; --merge-candidates M, --merge-approx M and
+--epoch N write metrics-candM-fF.json, metrics-approxM-fF.json and metrics-epochN.json (combined:
+metrics-candM-fF-epochN.json) beside it instead; --sweep-R adds sweep_R.png.
 """
 
 import argparse
@@ -76,18 +80,36 @@ def main(argv=None) -> int:
         default="kernel",
         help="compiled OpenMP kernel (default) or the slower NumPy reference",
     )
-    parser.add_argument(
+    merge = parser.add_mutually_exclusive_group()
+    merge.add_argument(
         "--merge-candidates",
         type=int,
         metavar="M",
-        help="score only the labels in each repetition's top-M buckets (default: exact merge of all K)",
+        help="score only the labels in each repetition's top-M buckets, by the sum of all R logits "
+        "(default: exact merge of all K)",
+    )
+    merge.add_argument(
+        "--merge-approx",
+        type=int,
+        nargs="?",
+        const=50,
+        metavar="M",
+        help="approx_eval of the official MACH code: labels in each repetition's top-M buckets "
+        "(default M 50), each scored by the logits of the repetitions that selected it only",
     )
     parser.add_argument(
         "--min-freq",
         type=int,
         default=2,
-        help="with --merge-candidates: keep labels found in at least this many repetitions, lowered "
-        "until top_k remain (default 2, at most R)",
+        help="with --merge-candidates or --merge-approx: keep labels found in at least this many "
+        "repetitions, lowered until top_k remain (default 2, at most R)",
+    )
+    parser.add_argument(
+        "--epoch",
+        type=int,
+        metavar="N",
+        help="evaluate checkpoint ckpt-N (after epoch N) of every repetition instead of the latest; "
+        "earlier epochs exist only when training kept them (keep_checkpoints: the last K, 0 = all)",
     )
     args = parser.parse_args(argv)
     log = setup_logging().info
@@ -105,33 +127,44 @@ def main(argv=None) -> int:
             raise ValueError(
                 f"top_k={cfg.top_k} is larger than the number of classes {cfg.n_classes}"
             )
-        if args.merge_candidates is not None and not (
-            1 <= args.merge_candidates <= cfg.B and args.min_freq >= 1
-        ):
+        m = args.merge_candidates if args.merge_approx is None else args.merge_approx
+        if m is not None and not (1 <= m <= cfg.B and args.min_freq >= 1):
+            flag = "--merge-candidates" if args.merge_approx is None else "--merge-approx"
             raise ValueError(
-                f"--merge-candidates {args.merge_candidates} --min-freq {args.min_freq}: expected "
-                f"1 <= M <= B={cfg.B} and a min-freq >= 1"
+                f"{flag} {m} --min-freq {args.min_freq}: expected 1 <= M <= B={cfg.B} and a "
+                "min-freq >= 1"
             )
-        candidates = (
-            None if args.merge_candidates is None else (args.merge_candidates, args.min_freq)
-        )
-        if args.merge_impl == "kernel":
+        if args.merge_approx is not None and cfg.merge != "logits":
+            raise ValueError("--merge-approx sums raw logits; it needs --set merge=logits")
+        candidates = None if args.merge_candidates is None else (m, args.min_freq)
+        approx = None if args.merge_approx is None else (m, args.min_freq)
+        if args.merge_impl == "kernel" and approx is None:
             from mach.merge import load_kernel
 
             load_kernel()  # fail now, with the fix, rather than after the forward pass
-        reps = evaluation.load_trained(cfg, R, log)
+        from mach import devices
+
+        devices.configure_devices(cfg, log)  # before TensorFlow starts: threads, GPU memory
         R_values = evaluation.sweep_sizes(R) if args.sweep_R else [R]
         start = time.time()
-        pred = evaluation.predict(
+        pred = evaluation.predict_grouped(
             cfg,
-            reps,
+            R,
             evaluation.test_files(cfg, data_manifest),
             R_values,
             args.merge_impl,
             log,
             candidates,
+            approx,
+            epoch=args.epoch,
+            n_rows=data_manifest["test"].get("rows"),
         )
         seconds = time.time() - start
+        resources = {
+            "n_params": pred["n_params"],
+            "model_bytes": 4 * pred["n_params"],  # float32 weights of the R networks
+            **devices.peak_memory(),
+        }
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -148,23 +181,39 @@ def main(argv=None) -> int:
         "samples_per_s": n / seconds,
         "merge_samples_per_s": n * len(R_values) / max(pred["merge_s"], 1e-9),
     }
-    merge_name = (
-        "exact" if candidates is None else f"candidates m={candidates[0]} min_freq={candidates[1]}"
-    )
+    # approx_eval exists only as the NumPy spec, whatever --merge-impl says.
+    merge_impl = "numpy" if approx else args.merge_impl
+    merge_name, file_tag = "exact", ""
+    if candidates:
+        merge_name = f"candidates m={candidates[0]} min_freq={candidates[1]}"
+        file_tag = f"-cand{candidates[0]}-f{candidates[1]}"
+    elif approx:
+        merge_name = f"approx_eval m={approx[0]} min_freq={approx[1]}"
+        file_tag = f"-approx{approx[0]}-f{approx[1]}"
+    epoch = "latest" if args.epoch is None else f"epoch {args.epoch}"
     print(
-        f"\n{cfg.name}: R={R} B={cfg.B} merge={cfg.merge} ({args.merge_impl}, {merge_name}) test_rows={n} "
-        f"rows_without_labels={results['rows_without_labels']}"
+        f"\n{cfg.name}: R={R} B={cfg.B} merge={cfg.merge} ({merge_impl}, {merge_name}) {epoch} "
+        f"test_rows={n} rows_without_labels={results['rows_without_labels']}"
     )
     print(format_table(results))
     out = {
         "metrics": results,
         "R": R,
+        "epoch": args.epoch,
         "merge": cfg.merge,
-        "merge_impl": args.merge_impl,
+        "merge_impl": merge_impl,
         "timings": timings,
+        "resources": resources,
+        "placement": {
+            "eval_group_size": cfg.eval_group_size,
+            "groups": pred["groups"],
+            "R_per_device": cfg.R_per_device,
+            "devices": pred["devices"],
+        },
         "config": dataclasses.asdict(cfg),
         "merge_candidates": args.merge_candidates,
-        "min_freq": None if candidates is None else args.min_freq,
+        "merge_approx": args.merge_approx,
+        "min_freq": None if candidates is None and approx is None else args.min_freq,
     }
     if args.sweep_R:
         out["sweep_R"] = {str(Rv): m for Rv, m in sweep.items()}
@@ -177,14 +226,12 @@ def main(argv=None) -> int:
             )
         plot_sweep(sweep, cfg.run_dir() / "sweep_R.png", f"{cfg.name}: B={cfg.B}")
         log(f"plot={cfg.run_dir() / 'sweep_R.png'}")
-    # The candidate merge writes beside the exact one rather than over it.
-    metrics_path = cfg.run_dir() / (
-        "metrics.json"
-        if candidates is None
-        else f"metrics-cand{candidates[0]}-f{candidates[1]}.json"
-    )
+    # Other merges and epochs write beside the exact merge of the latest models rather than over it.
+    epoch_tag = "" if args.epoch is None else f"-epoch{args.epoch}"
+    metrics_path = cfg.run_dir() / f"metrics{file_tag}{epoch_tag}.json"
     write_json_atomic(metrics_path, out)
     log(f"metrics={metrics_path} " + " ".join(f"{k}={v:.2f}" for k, v in timings.items()))
+    log(" ".join(f"{k}={v}".replace(" ", "") for k, v in resources.items()))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Devices: thread and GPU memory settings, where each repetition runs, and the peak memory used.
 
-Only train.sh picks GPUs (through CUDA_VISIBLE_DEVICES); Python places repetitions on what is visible.
+Only train.sh picks GPUs (through CUDA_VISIBLE_DEVICES); Python places repetitions on what it sees.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import tensorflow as tf
 def configure_devices(cfg, log) -> None:
     """Use what CUDA_VISIBLE_DEVICES exposes; let several processes share one GPU.
 
-    Must run before TensorFlow initialises. A second call in the same process (tests, notebooks) keeps
-    the first call's settings when they differ, and says so, rather than failing.
+    Must run before TensorFlow initialises. A second call in the same process (tests, notebooks)
+    keeps the first call's settings when they differ, and says so, rather than failing.
     """
     gpus = tf.config.list_physical_devices("GPU")
     try:
@@ -44,8 +44,8 @@ def placement_devices() -> list[str]:
 
 
 def device_for(index: int, devices: list[str], R_per_device: int) -> str:
-    """The device of the index-th repetition held at once: R_per_device per device in order, or all on
-    the first device when R_per_device = 0."""
+    """The device of the index-th repetition held at once: R_per_device per device in order, or all
+    on the first device when R_per_device = 0."""
     if R_per_device == 0:
         return devices[0]
     slot = index // R_per_device
@@ -65,7 +65,7 @@ def check_placement(n: int, devices: list[str], R_per_device: int) -> None:
 
 
 def peak_memory() -> dict:
-    """Peak resident host memory of this process and, per visible GPU, TensorFlow's peak allocation (bytes)."""
+    """Peak resident host memory of this process and TensorFlow's peak allocation per GPU, in bytes."""
     # ru_maxrss is in KiB on Linux, in bytes on macOS.
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
         1 if sys.platform == "darwin" else 1024

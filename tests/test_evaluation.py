@@ -1,0 +1,202 @@
+"""Grouped, placed evaluation equals the all-at-once one bit for bit; --epoch; resources in metrics.json."""
+
+import dataclasses
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import cli_flags, format_rows, make_rows, quiet
+
+import config
+
+REPO = Path(__file__).resolve().parents[1]
+R = 4
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Tiny data, preprocessed and trained in-process: R=4, 2 epochs, both checkpoints kept."""
+    import preprocess
+    import train
+
+    root = tmp_path_factory.mktemp("evaluation")
+    files = {"train": root / "train.txt", "test": root / "test.txt.gz"}
+    files["train"].write_text(format_rows(make_rows(64, seed=1)))
+    with gzip.open(files["test"], "wt") as f:
+        f.write(format_rows(make_rows(40, seed=2)))  # 40 rows: batches of 16, 16 and 8
+    flags = cli_flags(files, "tinyeval", root / "work", R=R, epochs=2, threads=1)
+    assert preprocess.main(flags) == 0 and train.main(flags) == 0
+    run_dir = next((root / "work" / "tinyeval").glob("B8-*"))
+    return flags, run_dir
+
+
+def config_of(flags):
+    import argparse
+
+    from mach.cli import add_config_flags, config_from_args
+    from mach.prepare import load_data_manifest, with_data_sizes
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    cfg = config_from_args(parser.parse_args(flags), config.BASE, config.DATASETS)
+    manifest = load_data_manifest(cfg)
+    return with_data_sizes(cfg, manifest), manifest
+
+
+def assert_same_predictions(got, want, R_values):
+    for Rv in R_values:
+        np.testing.assert_array_equal(got["topk"][Rv], want["topk"][Rv])
+        np.testing.assert_array_equal(
+            got["scores"][Rv].view(np.int32), want["scores"][Rv].view(np.int32)
+        )
+    assert len(got["true_labels"]) == len(want["true_labels"])
+    for a, b in zip(got["true_labels"], want["true_labels"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_repetition_groups():
+    from mach.evaluation import repetition_groups
+
+    assert repetition_groups(4, 0) == [range(4)]
+    assert repetition_groups(4, 9) == [range(4)]
+    assert repetition_groups(5, 2) == [range(2), range(2, 4), range(4, 5)]
+
+
+@pytest.mark.parametrize("merge", ["exact", "candidates", "approx"])
+def test_groups_equal_all_at_once(trained, merge):
+    """Groups of 3 + 1 and of 1: the spill files give the one-group path's labels and scores."""
+    from mach import evaluation
+
+    cfg, manifest = config_of(trained[0])
+    files = evaluation.test_files(cfg, manifest)
+    search = {"exact": {}, "candidates": {"candidates": (2, 2)}, "approx": {"approx": (2, 2)}}[
+        merge
+    ]
+    R_values = [1, 2, 4]
+
+    def run(group):
+        c = dataclasses.replace(cfg, eval_group_size=group)
+        return evaluation.predict_grouped(c, R, files, R_values, "kernel", quiet, **search)
+
+    plain = run(0)
+    assert plain["groups"] == 1 and plain["topk"][4].shape == (40, 5)
+    for group in (3, 1):
+        got = run(group)
+        assert got["groups"] == -(-R // group) and got["n_params"] == plain["n_params"]
+        assert_same_predictions(got, plain, R_values)
+    assert not list(trained[1].glob(".eval-logits-*"))  # the spill files are gone
+
+
+LOGICAL_CPUS = r"""
+import dataclasses, json, sys
+import numpy as np
+import tensorflow as tf
+
+# Four logical CPU devices stand in for four GPUs; they must exist before TensorFlow initialises.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 4)
+sys.path.insert(0, sys.argv[1])
+import evaluate
+from test_evaluation import R, config_of
+from mach import devices, evaluation
+
+flags = sys.argv[2:]
+cfg, manifest = config_of(flags)
+devices.configure_devices(cfg, print)
+files = evaluation.test_files(cfg, manifest)
+out = {}
+plain = None
+for group, per_device in [(0, 0), (2, 1), (0, 1), (3, 2), (0, 4)]:
+    logs = []
+    c = dataclasses.replace(cfg, eval_group_size=group, R_per_device=per_device)
+    got = evaluation.predict_grouped(c, R, files, [2, R], "kernel", logs.append)
+    plain = plain or got
+    same = all(
+        np.array_equal(got["topk"][Rv], plain["topk"][Rv])
+        and np.array_equal(got["scores"][Rv].view(np.int32), plain["scores"][Rv].view(np.int32))
+        for Rv in (2, R)
+    )
+    placed = [line.split("device=")[1][-5:] for line in logs if line.startswith("loaded r=")]
+    out[f"{group},{per_device}"] = {"same": same, "placed": placed, "devices": got["devices"]}
+out["rc"] = evaluate.main([*flags, "--set", "eval_group_size=2", "--set", "R_per_device=1"])
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_placed_on_logical_cpus_equals_plain(trained):
+    """R=4 over 4 logical CPU devices: placement happens, and the predictions do not change."""
+    import evaluate
+
+    flags, run_dir = trained
+    assert evaluate.main(flags) == 0
+    plain = json.loads((run_dir / "metrics.json").read_text())
+    done = subprocess.run(  # noqa: PLW1510 (the return code is asserted below)
+        [sys.executable, "-c", LOGICAL_CPUS, str(REPO / "tests"), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ")[1])
+    assert all(run["same"] for key, run in result.items() if key != "rc"), result
+    assert result["0,0"]["placed"] == ["CPU:0"] * 4
+    assert result["2,1"]["placed"] == ["CPU:0", "CPU:1", "CPU:0", "CPU:1"]
+    assert result["0,1"]["placed"] == ["CPU:0", "CPU:1", "CPU:2", "CPU:3"]
+    assert result["3,2"]["placed"] == ["CPU:0", "CPU:0", "CPU:1", "CPU:0"]
+    assert len(result["0,1"]["devices"]) == 4 and len(result["3,2"]["devices"]) == 2
+    assert result["rc"] == 0
+    grouped = json.loads((run_dir / "metrics.json").read_text())
+    assert grouped["metrics"] == plain["metrics"]
+    assert grouped["placement"]["groups"] == 2 and len(grouped["placement"]["devices"]) == 2
+
+
+def test_too_few_devices_for_R_per_device(trained, capsys):
+    import evaluate
+
+    assert evaluate.main([*trained[0], "--set", "R_per_device=1"]) == 2
+    assert "only 1 are visible" in capsys.readouterr().err
+
+
+def test_epoch_writes_its_own_metrics(trained, capsys):
+    import evaluate
+
+    flags, run_dir = trained
+    assert evaluate.main(flags) == 0
+    latest = json.loads((run_dir / "metrics.json").read_text())
+    assert latest["epoch"] is None
+    assert evaluate.main([*flags, "--epoch", "1"]) == 0
+    assert "epoch 1" in capsys.readouterr().out
+    first = json.loads((run_dir / "metrics-epoch1.json").read_text())
+    assert first["epoch"] == 1
+    assert json.loads((run_dir / "metrics.json").read_text()) == latest  # not overwritten
+    assert evaluate.main([*flags, "--epoch", "2", "--merge-candidates", "2"]) == 0
+    assert (run_dir / "metrics-cand2-f2-epoch2.json").is_file()
+    assert evaluate.main([*flags, "--epoch", "2"]) == 0
+    assert json.loads((run_dir / "metrics-epoch2.json").read_text())["metrics"] == latest["metrics"]
+    assert evaluate.main([*flags, "--epoch", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "--epoch 7: repetition r=0 has no checkpoint of that epoch" in err
+    assert "available epochs: 1, 2" in err and "keep_checkpoints=0" in err
+
+
+def test_metrics_report_model_size_and_peak_memory(trained):
+    import evaluate
+
+    flags, run_dir = trained
+    assert evaluate.main(flags) == 0
+    out = json.loads((run_dir / "metrics.json").read_text())
+    per_network = 30 * 16 + 16 + 16 * 8 + 8  # D x hidden + bias, hidden x B + bias
+    assert out["resources"]["n_params"] == R * per_network
+    assert out["resources"]["model_bytes"] == 4 * R * per_network
+    assert out["resources"]["peak_host_memory_bytes"] > 10 * 2**20
+    assert out["placement"] == {
+        "eval_group_size": 0,
+        "groups": 1,
+        "R_per_device": 0,
+        "devices": out["placement"]["devices"],
+    }
