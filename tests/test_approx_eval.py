@@ -1,8 +1,13 @@
 """approx_eval (the official code's approximate evaluation): hand-computed rows, threshold lowering,
-padding, m = B is the exact merge."""
+padding, m = B is the exact merge, the evaluate.py mode and bench/approx_bench.py."""
+
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_flags
 from test_candidates import assert_same, make_inputs
 
 from mach.hashing import invert_lookup
@@ -14,6 +19,8 @@ from mach.merge import (
     merge_scores,
     merge_topk_numpy,
 )
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def hand_inputs():
@@ -126,3 +133,54 @@ def test_merge_scores_dispatch():
             approx=search,
             candidates=CandidateSearch(offsets, labels, 3, 2),
         )
+
+
+@pytest.fixture
+def trained(tiny_files, tmp_path):
+    import preprocess
+    import train
+
+    work = tmp_path / "work"
+    flags = cli_flags(tiny_files, "tinyapprox", work, threads=1)
+    assert preprocess.main(flags) == 0 and train.main(flags) == 0
+    return flags, next((work / "tinyapprox").glob("B8-*"))
+
+
+def test_evaluate_merge_approx_and_bench(trained, capsys, tmp_path):
+    """evaluate.py --merge-approx B --min-freq 1 is the exact merge; its own file; bench runs."""
+    import evaluate
+
+    flags, run_dir = trained
+    assert evaluate.main(flags) == 0
+    assert evaluate.main([*flags, "--merge-approx", "8", "--min-freq", "1"]) == 0
+    assert "approx_eval m=8 min_freq=1" in capsys.readouterr().out
+    exact = json.loads((run_dir / "metrics.json").read_text())
+    approx = json.loads((run_dir / "metrics-approx8-f1.json").read_text())
+    assert approx["metrics"] == exact["metrics"]
+    assert approx["merge_approx"] == 8 and approx["merge_impl"] == "numpy"
+    assert evaluate.main([*flags, "--merge-approx", "2", "--sweep-R"]) == 0
+    assert (run_dir / "metrics-approx2-f2.json").is_file()
+    assert evaluate.main([*flags, "--merge-approx"]) == 2  # default M = 50 > B = 8
+    assert "--merge-approx 50 --min-freq 2: expected 1 <= M <= B=8" in capsys.readouterr().err
+    assert evaluate.main([*flags, "--merge-approx", "2", "--set", "merge=probs"]) == 2
+    assert "needs --set merge=logits" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([*flags, "--merge-approx", "2", "--merge-candidates", "2"])
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import approx_bench
+
+    out = tmp_path / "bench.json"
+    assert (
+        approx_bench.main([*flags, "--repeats", "1", "--approx", "8:1,2:2", "--json", str(out)])
+        == 0
+    )
+    results = {row["merge"]: row for row in json.loads(out.read_text())["results"]}
+    assert set(results) == {
+        "exact",
+        "candidates m=8 min_freq=2",
+        "approx_eval m=8 min_freq=1",
+        "approx_eval m=2 min_freq=2",
+    }
+    assert results["approx_eval m=8 min_freq=1"]["top5_equal_exact"] == 100.0
+    assert results["exact"]["P@1"] == exact["metrics"]["P@1"]
