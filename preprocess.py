@@ -12,7 +12,7 @@ import sys
 import time
 
 import config
-from mach.cli import add_config_flags, check_config, config_from_args, setup_logging
+from mach.cli import add_config_flags, check_config, config_from_args, run_main, setup_logging
 from mach.files import write_json_atomic
 from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 
@@ -24,17 +24,17 @@ def main(argv=None) -> int:
     add_config_flags(parser)
     args = parser.parse_args(argv)
     log = setup_logging().info
-    try:
-        cfg = config_from_args(args, config.BASE, config.DATASETS)
-        start = time.time()
-        data_manifest = prepare_tfrecords(cfg, log)
-        # Sizes may come from the file header when the config leaves them open.
-        cfg = check_config(with_data_sizes(cfg, data_manifest))
-        prepare_lookups(cfg, log)
-        write_json_atomic(cfg.run_dir() / "config.preprocess.json", dataclasses.asdict(cfg))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _preprocess(args, log))
+
+
+def _preprocess(args, log) -> int:
+    cfg = config_from_args(args, config.BASE, config.DATASETS)
+    start = time.time()
+    data_manifest = prepare_tfrecords(cfg, log)
+    # Sizes may come from the file header when the config leaves them open.
+    cfg = check_config(with_data_sizes(cfg, data_manifest))
+    prepare_lookups(cfg, log)
+    write_json_atomic(cfg.run_dir() / "config.preprocess.json", dataclasses.asdict(cfg))
     train, test = data_manifest["train"], data_manifest["test"]
     log(
         f"summary dataset={cfg.name} train_rows={train['rows']} test_rows={test['rows']} "

@@ -15,7 +15,7 @@ import dataclasses
 import sys
 
 import config
-from mach.cli import add_config_flags, check_config, config_from_args, setup_logging
+from mach.cli import add_config_flags, check_config, config_from_args, run_main, setup_logging
 
 
 def parse_repetitions(text: str, R: int) -> list[int]:
@@ -62,30 +62,31 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     log = setup_logging().info
-    try:
-        cfg = config_from_args(args, config.BASE, config.DATASETS)
-        if args.print:
-            if args.print not in dataclasses.asdict(cfg):
-                raise ValueError(f"--print {args.print}: not a Config field")
-            print(getattr(cfg, args.print))
-            return 0
-        # TensorFlow is imported only after the flags are known to be valid.
-        from mach.prepare import load_data_manifest, with_data_sizes
-        from mach.training import configure_devices, train_repetitions
+    return run_main(lambda: _train(args, log))
 
-        data_manifest = load_data_manifest(cfg)
-        cfg = check_config(with_data_sizes(cfg, data_manifest))
-        repetitions = parse_repetitions(args.repetitions, cfg.R)
-        configure_devices(cfg, log)
-        summaries = train_repetitions(
-            cfg, repetitions, data_manifest, args.resume, log, overwrite=args.overwrite
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def _train(args, log) -> int:
+    cfg = config_from_args(args, config.BASE, config.DATASETS)
+    if args.print:
+        if args.print not in dataclasses.asdict(cfg):
+            raise ValueError(f"--print {args.print}: not a Config field")
+        print(getattr(cfg, args.print))
+        return 0
+    # TensorFlow is imported only after the flags are known to be valid.
+    from mach.prepare import load_data_manifest, with_data_sizes
+    from mach.training import configure_devices, train_repetitions
+
+    data_manifest = load_data_manifest(cfg)
+    cfg = check_config(with_data_sizes(cfg, data_manifest))
+    repetitions = parse_repetitions(args.repetitions, cfg.R)
+    configure_devices(cfg, log)
+    summaries = train_repetitions(
+        cfg, repetitions, data_manifest, args.resume, log, overwrite=args.overwrite
+    )
     for s in summaries:
         log(
-            f"done r={s['r']} epochs={s['epochs']} final_loss={s['final_loss']:.5f} wall_s={s['wall_s']} params={s['params']}"
+            f"done r={s['r']} epochs={s['epochs']} final_loss={s['final_loss']:.5f} "
+            f"wall_s={s['wall_s']} params={s['params']}"
         )
     return 0
 

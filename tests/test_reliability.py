@@ -196,3 +196,125 @@ def test_train_py_refuses_to_replace_a_model_without_overwrite(tiny_files, tmp_p
     replaced = script("train.py", "--set", "hidden=(8,)", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
     assert np.array(complete_epochs(next((work / "tinyrel").glob("B8-*")) / "ckpt" / "r00")).size
+
+
+def test_damaged_label_counts_are_refused_and_preprocess_repairs_them(tiny_cfg):
+    from mach.prepare import LABEL_COUNTS, load_label_counts
+
+    cfg, manifest = preprocess(tiny_cfg)
+    counts = cfg.tfrecord_dir() / LABEL_COUNTS
+    good = counts.read_bytes()
+    counts.write_bytes(good[:-8] + bytes(8))  # flipped bytes: still a valid .npy
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        load_label_counts(cfg, manifest)
+    messages = []
+    manifest = prepare_tfrecords(cfg, messages.append)
+    assert "tfrecords=stale" in messages[-1] and counts.read_bytes() == good
+    assert load_label_counts(cfg, manifest).sum() > 0
+
+
+def test_a_damaged_lookup_is_rebuilt_byte_for_byte_by_preprocess(tiny_cfg):
+    from mach.prepare import load_lookups
+
+    cfg, _ = preprocess(tiny_cfg)
+    path = cfg.label_lookup_path(1)
+    good = path.read_bytes()
+    np.save(path, np.zeros(cfg.n_classes, dtype=np.int32))
+    with pytest.raises(ValueError, match="does not match its checksum.*it rebuilds it"):
+        load_lookups(cfg, 1)
+    messages = []
+    prepare_lookups(cfg, messages.append)
+    assert any("lookup=damaged" in m and "label_r01.npy" in m for m in messages)
+    assert "repaired=1" in messages[-1] and path.read_bytes() == good
+    load_lookups(cfg, 1)
+
+
+@pytest.mark.parametrize("which", ["lookups", "tfrecords"])
+def test_a_damaged_manifest_is_named_or_rewritten(tiny_cfg, which):
+    from mach.prepare import load_data_manifest, load_lookups
+
+    cfg, _ = preprocess(tiny_cfg)
+    folder = cfg.lookup_dir() if which == "lookups" else cfg.tfrecord_dir()
+    (folder / "manifest.json").write_text('{"identity": ')
+    if which == "lookups":
+        with pytest.raises(ValueError, match=r"lookups/manifest.json is damaged"):
+            load_lookups(cfg, 0)
+    else:
+        with pytest.raises(ValueError, match=r"tfrecords/manifest.json is damaged .*preprocess"):
+            load_data_manifest(cfg)
+        messages = []
+        prepare_tfrecords(cfg, messages.append)  # preprocess rewrites a damaged data manifest
+        assert "tfrecords=damaged_manifest" in messages[0]
+        assert load_data_manifest(cfg)["train"]["rows"] == 64
+
+
+def test_a_damaged_checkpoint_config_is_named(trained):
+    from mach.identity import read_checkpoint_config
+
+    cfg, _ = trained
+    (cfg.ckpt_dir(0) / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"r00/config.json is corrupt .*--overwrite"):
+        read_checkpoint_config(cfg, 0)
+
+
+def test_leftovers_of_dead_processes_are_removed_on_the_next_run(tiny_cfg):
+    cfg, _ = preprocess(tiny_cfg)
+    dead = _dead_pid()
+    stale = cfg.dataset_dir() / f".tfrecords.tmp-{dead}"
+    stale.mkdir()
+    (stale / "train-00000.tfrecord").write_bytes(b"half")
+    stale_npy = cfg.lookup_dir() / f".label_r00.npy.tmp-{dead}"
+    stale_npy.write_bytes(b"half")
+    alive = cfg.dataset_dir() / f".tfrecords.tmp-{os.getppid()}"  # a live process: kept
+    alive.mkdir()
+    messages = []
+    prepare_tfrecords(cfg, messages.append)
+    prepare_lookups(cfg, messages.append)
+    assert not stale.exists() and not stale_npy.exists() and alive.exists()
+    assert any(m.startswith("removed=") for m in messages)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_full_disk_is_one_clear_message_and_leaves_no_temporary_file(
+    tiny_files, tmp_path, monkeypatch
+):
+    import errno
+
+    import mach.files
+    import preprocess as preprocess_script
+
+    real = mach.files.np.save
+
+    def full(f, array):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(f.name))
+
+    monkeypatch.setattr(mach.files.np, "save", full)
+    work = tmp_path / "work"
+    code = preprocess_script.main(cli_flags(tiny_files, "tinyfull", work))
+    monkeypatch.setattr(mach.files.np, "save", real)
+    assert code == 2
+    leftovers = [p for p in work.rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
+    assert not (work / "tinyfull" / "tfrecords").exists()
+
+
+def test_user_error_explains_a_full_disk():
+    import errno
+
+    from mach.cli import user_error
+
+    message = user_error(OSError(errno.ENOSPC, "No space left on device", "/w/x.npy"))
+    assert message.startswith("no space left on the device while writing /w/x.npy")
+    tf_message = user_error(
+        tf.errors.ResourceExhaustedError(
+            None, None, "/w/ckpt-1_temp/part-0; No space left on device"
+        )
+    )
+    assert "no space left on the device while writing /w/ckpt-1_temp/part-0" in tf_message
+    assert user_error(KeyError("bug")) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import errno
 import logging
 import re
 import sys
@@ -174,6 +175,36 @@ def config_from_args(args: argparse.Namespace, base, datasets: dict):
             "for another dataset pass --set train_file=PATH --set test_file=PATH"
         )
     return cfg
+
+
+def user_error(err: BaseException) -> str | None:
+    """The message for an error the user can fix (bad input, full disk), or None for a bug."""
+    if isinstance(err, (ValueError, FileNotFoundError, ImportError)):
+        return str(err)
+    text = str(err)
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC or "No space left on device" in text:
+        where = getattr(err, "filename", None) or text.split("No space left on device")[0].strip(
+            " :;,"
+        )
+        return (
+            f"no space left on the device while writing {where or 'the outputs'}; nothing half-written "
+            "was kept: free some space (or pass --work-dir on a larger disk) and run the same command again"
+        )
+    if isinstance(err, (PermissionError, IsADirectoryError, NotADirectoryError)):
+        return f"{err.strerror}: {err.filename}"
+    return None
+
+
+def run_main(body) -> int:
+    """body() -> exit code, with user errors printed as one `error:` line and exit code 2."""
+    try:
+        return body()
+    except Exception as err:  # noqa: BLE001 - anything else is re-raised below
+        message = user_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
 
 def setup_logging() -> logging.Logger:

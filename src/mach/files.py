@@ -5,6 +5,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -37,11 +38,47 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+# Leftovers of a process that died while writing: `.NAME.tmp-PID`, `.NAME.old-PID`, `.NAME.replaced-PID`.
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old|replaced)-(\d+)$")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Remove the half-written files and directories that dead processes left in directory."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        match = _LEFTOVER.match(entry.name)
+        if match and int(match[2]) != os.getpid() and not _pid_alive(int(match[2])):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _write_atomic(path: Path, write) -> None:
+    """write(file object) into a temporary file that replaces path only once complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_name(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # a full disk or a crash leaves nothing behind
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    _write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -49,19 +86,11 @@ def write_json_atomic(path: Path, obj) -> None:
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    _write_atomic(path, lambda f: np.save(f, array))
 
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    _write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
@@ -77,3 +106,11 @@ def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def read_json_checked(path: Path, fix: str):
+    """JSON written by this project; a damaged file is a ValueError naming it and the fix."""
+    try:
+        return read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({err.__class__.__name__}: {err}); {fix}") from None

@@ -17,7 +17,8 @@ import numpy as np
 from mach import hashing
 from mach.progress import Progress
 from mach.files import (
-    read_json,
+    read_json_checked,
+    remove_stale_temporaries,
     replace_dir,
     save_npy_atomic,
     save_npz_atomic,
@@ -179,14 +180,20 @@ def prepare_tfrecords(cfg, log) -> dict:
     """Write train/test TFRecords unless an up-to-date copy exists.  Returns the data manifest."""
     out_dir = cfg.tfrecord_dir()
     manifest_path = out_dir / MANIFEST
-    manifest = read_json(manifest_path) if manifest_path.exists() else None
-    inputs = data_inputs(cfg, manifest and manifest["inputs"], log)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_stale_temporaries(out_dir.parent):
+        log(f"removed={leftover} (left by a process that died while writing)")
+    try:
+        manifest = read_json_checked(manifest_path, "") if manifest_path.exists() else None
+    except ValueError:
+        log(f"tfrecords=damaged_manifest file={manifest_path}: rewriting the TFRecords")
+        manifest = None
+    inputs = data_inputs(cfg, manifest and manifest.get("inputs"), log)
     if manifest is not None:
-        if manifest["inputs"] == inputs and _shards_intact(out_dir, manifest):
+        if manifest.get("inputs") == inputs and _shards_intact(out_dir, manifest):
             log(f"tfrecords=up_to_date dir={out_dir}")
             return manifest
-        log(f"tfrecords=stale dir={out_dir} (the source data or sizes changed): rewriting")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+        log(f"tfrecords=stale dir={out_dir} (the source data, sizes or files changed): rewriting")
     # Everything goes to a temporary directory that replaces the old one only once complete.
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp_dir.mkdir()
@@ -195,7 +202,11 @@ def prepare_tfrecords(cfg, log) -> dict:
         splits = write(cfg, inputs, tmp_dir, log)
         for split in splits.values():
             split["sizes"] = {name: (tmp_dir / name).stat().st_size for name in split["shards"]}
-        manifest = {"inputs": inputs, **splits}
+        manifest = {
+            "inputs": inputs,
+            **splits,
+            "label_counts_sha256": sha256_file(tmp_dir / LABEL_COUNTS),
+        }
         write_json_atomic(tmp_dir / MANIFEST, manifest)
         replace_dir(tmp_dir, out_dir)
     finally:
@@ -204,11 +215,23 @@ def prepare_tfrecords(cfg, log) -> dict:
 
 
 def _shards_intact(out_dir: Path, manifest: dict) -> bool:
+    counts = out_dir / LABEL_COUNTS
     return all(
         (out_dir / name).is_file() and (out_dir / name).stat().st_size == size
         for split in ["train", "test"]
-        for name, size in manifest[split]["sizes"].items()
-    )
+        for name, size in manifest.get(split, {}).get("sizes", {"": -1}).items()
+    ) and (counts.is_file() and sha256_file(counts) == manifest.get("label_counts_sha256"))
+
+
+def load_label_counts(cfg, data_manifest: dict) -> np.ndarray:
+    """[K] int64 training rows per label, checked against the checksum preprocess recorded."""
+    path = cfg.tfrecord_dir() / LABEL_COUNTS
+    if not path.is_file() or sha256_file(path) != data_manifest.get("label_counts_sha256"):
+        raise ValueError(
+            f"{path} is missing or does not match its checksum in {cfg.tfrecord_dir() / MANIFEST}; "
+            f"run `python preprocess.py --dataset {cfg.name}` with the same --set options (it rewrites it)"
+        )
+    return np.load(path)
 
 
 def load_data_manifest(cfg) -> dict:
@@ -217,7 +240,10 @@ def load_data_manifest(cfg) -> dict:
         raise FileNotFoundError(
             f"no TFRecords at {cfg.tfrecord_dir()}; run `python preprocess.py --dataset {cfg.name}` first"
         )
-    return read_json(path)
+    return read_json_checked(
+        path,
+        f"run `python preprocess.py --dataset {cfg.name}` with the same options (it rewrites it)",
+    )
 
 
 def with_data_sizes(cfg, data_manifest: dict):
@@ -266,25 +292,50 @@ def _lookup_arrays(cfg, r: int) -> dict[Path, dict[str, np.ndarray]]:
     return arrays
 
 
+def _read_lookup_manifest(cfg) -> dict | None:
+    path = cfg.lookup_dir() / MANIFEST
+    if not path.exists():
+        return None
+    manifest = read_json_checked(
+        path, f"remove {cfg.lookup_dir()} and run `python preprocess.py --dataset {cfg.name}` again"
+    )
+    if manifest.get("identity") != lookup_identity(cfg):
+        raise ValueError(
+            f"lookups in {cfg.lookup_dir()} were built for {manifest.get('identity')}, not "
+            f"{lookup_identity(cfg)}; the dataset changed under the same name: remove {cfg.run_dir()} "
+            "or pass --set tag=NEW_NAME"
+        )
+    return manifest
+
+
+def _lookup_intact(cfg, manifest: dict, name: str) -> bool:
+    path = cfg.lookup_dir() / name
+    return (
+        name in manifest["files"]
+        and path.is_file()
+        and sha256_file(path) == manifest["files"][name]
+    )
+
+
 def prepare_lookups(cfg, log) -> dict:
-    """Write the lookups of repetitions 0..R-1 that are missing.  Returns the lookup manifest."""
+    """Write the lookups of repetitions 0..R-1 that are missing or fail their checksum.
+
+    Returns the lookup manifest.  Lookups are a function of (K, D, B, seed), so a damaged one is rebuilt
+    byte for byte: the label lookup's checksum, which trained models record, stays valid.
+    """
     manifest_path = cfg.lookup_dir() / MANIFEST
-    identity = lookup_identity(cfg)
-    manifest = {"identity": identity, "files": {}}
-    if manifest_path.exists():
-        manifest = read_json(manifest_path)
-        if manifest["identity"] != identity:
-            raise ValueError(
-                f"lookups in {cfg.lookup_dir()} were built for {manifest['identity']}, not {identity}; "
-                f"the dataset changed under the same name: remove {cfg.run_dir()} or pass --set tag=NEW_NAME"
-            )
-    written = 0
+    remove_stale_temporaries(cfg.lookup_dir())
+    manifest = _read_lookup_manifest(cfg) or {"identity": lookup_identity(cfg), "files": {}}
+    written = repaired = 0
     for r in range(cfg.R):
-        expected = [p.name for p in _lookup_paths(cfg, r)]
-        if all(
-            name in manifest["files"] and (cfg.lookup_dir() / name).is_file() for name in expected
-        ):
+        names = [p.name for p in _lookup_paths(cfg, r)]
+        broken = [
+            n for n in names if n in manifest["files"] and not _lookup_intact(cfg, manifest, n)
+        ]
+        if not broken and all(_lookup_intact(cfg, manifest, n) for n in names):
             continue
+        for name in broken:
+            log(f"lookup=damaged file={cfg.lookup_dir() / name}: rebuilding it")
         for path, arrays in _lookup_arrays(cfg, r).items():
             if path.suffix == ".npy":
                 save_npy_atomic(path, next(iter(arrays.values())))
@@ -292,12 +343,29 @@ def prepare_lookups(cfg, log) -> dict:
                 save_npz_atomic(path, **arrays)
             manifest["files"][path.name] = sha256_file(path)
         written += 1
+        repaired += bool(broken)
         # The manifest follows each repetition, so an interrupted run keeps what it finished.
         write_json_atomic(manifest_path, manifest)
     log(
-        f"lookups=written repetitions={written} up_to_date={cfg.R - written} dir={cfg.lookup_dir()}"
+        f"lookups=written repetitions={written} up_to_date={cfg.R - written} repaired={repaired} "
+        f"dir={cfg.lookup_dir()}"
     )
     return manifest
+
+
+def load_inverse_lookup(cfg, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """bucket_offsets [B+1] int64 and bucket_labels [K] int64 of repetition r, checked like the lookups."""
+    fix = f"run `python preprocess.py --dataset {cfg.name}` with the same --set options (it rebuilds it)"
+    manifest = _read_lookup_manifest(cfg)
+    path = cfg.inverse_lookup_path(r)
+    if manifest is None or path.name not in manifest["files"] or not path.is_file():
+        raise FileNotFoundError(f"no inverse lookup for r={r} at {path}; {fix}")
+    if sha256_file(path) != manifest["files"][path.name]:
+        raise ValueError(
+            f"{path} does not match its checksum in {cfg.lookup_dir() / MANIFEST}; {fix}"
+        )
+    with np.load(path) as saved:
+        return saved["bucket_offsets"], saved["bucket_labels"]
 
 
 def _lookup_paths(cfg, r: int) -> list[Path]:
@@ -310,15 +378,11 @@ def load_lookups(cfg, r: int) -> tuple[np.ndarray, np.ndarray | None, str]:
 
     Refuses lookups missing, built for another config, or changed on disk since preprocessing.
     """
+    fix = f"run `python preprocess.py --dataset {cfg.name}` with the same --set options (it rebuilds it)"
+    manifest = _read_lookup_manifest(cfg)
     manifest_path = cfg.lookup_dir() / MANIFEST
-    fix = f"run `python preprocess.py --dataset {cfg.name}` with the same --set options"
-    if not manifest_path.exists():
+    if manifest is None:
         raise FileNotFoundError(f"no lookups at {cfg.lookup_dir()}; {fix}")
-    manifest = read_json(manifest_path)
-    if manifest["identity"] != lookup_identity(cfg):
-        raise ValueError(
-            f"lookups in {cfg.lookup_dir()} were built for {manifest['identity']}, not {lookup_identity(cfg)}; {fix}"
-        )
     loaded = []
     for path in [
         cfg.label_lookup_path(r),

@@ -278,7 +278,11 @@ def _train_epoch(
     for rep, loss in zip(active, mean_losses):
         rep.epoch.assign(epoch + 1)
         old = _replace_old_checkpoints(cfg, rep) if rep.replace_old else None
-        rep.manager.save(checkpoint_number=epoch + 1)
+        try:
+            rep.manager.save(checkpoint_number=epoch + 1)
+        except BaseException:
+            remove_stale_temporaries(cfg.ckpt_dir(rep.r))  # e.g. a full disk: no ckpt-N_temp/ left
+            raise
         if old is not None:
             shutil.rmtree(old)
         rep.last_loss, rep.seconds = float(loss), rep.seconds + seconds
