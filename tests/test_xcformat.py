@@ -142,7 +142,7 @@ def test_binary_input_names_the_line(tmp_path):
         rows_of(path)
     assert str(err.value) == (
         f"{path}:3: byte 0x89 at column 1 is not UTF-8; expected UTF-8 text (is this a binary "
-        "file, or compressed with something other than gzip?)"
+        "file, or compressed other than by gzip?)"
     )
 
 

@@ -11,8 +11,8 @@ libsvm: the same rows with no header and 1-based feature indices, as LIBSVM writ
 as feature i-1.  Labels are taken as written, 0-based (a file with classes 1..K gets K+1 labels, 0
 unused).  `qid:` and float or signed labels such as `+1`/`-1` are not supported.
 
-vw, Vowpal Wabbit's multilabel text format: `labels [weight] | i:v i ...`, labels comma-separated and
-0-based before the first `|`, features after it with 0-based indices; `i` alone means value 1.  A
+vw, Vowpal Wabbit's multilabel text format: `labels [weight] | i:v i ...`, labels comma-separated
+and 0-based before the first `|`, features after it with 0-based indices; `i` alone means value 1.  A
 name attached to a `|` (`|ns 3:1`) is a namespace; namespaces only group features, and all share one
 id space.  An importance weight must be 1 (MACH weighs every row the same).  String features, tags
 and other VW label types are not supported.
@@ -31,7 +31,7 @@ The split files (`*_trSplit.txt`, `*_tstSplit.txt`) hold one line per row of a s
 whitespace-separated column per split: 1-based row numbers into the single data file, counting rows
 as above (neither the header nor blank lines are rows).
 
-Every problem is reported as a DataFormatError naming file, line, what was found and what was expected.
+Every problem is a DataFormatError naming the file, the line, what was found and what was expected.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                         path,
                         line_no,
                         f"byte {raw[err.start]:#04x} at column {err.start + 1} is not UTF-8",
-                        "UTF-8 text (is this a binary file, or compressed with something other than gzip?)",
+                        "UTF-8 text (is this a binary file, or compressed other than by gzip?)",
                     ) from None
                 if line_no == 1 and text.startswith("\ufeff"):
                     text = text[1:]  # a byte-order mark, as some Windows editors write
@@ -268,7 +268,7 @@ def _parse_vw_line(line: str, path: Path, line_no: int, n_features: int, n_label
                     path,
                     line_no,
                     f"namespace {namespace!r} has a weight",
-                    "a space or a plain namespace name after `|` (namespace weights are not supported)",
+                    "a space or a plain namespace name after `|` (no namespace weights)",
                 )
         for tok in tokens:
             i_str, sep, v_str = tok.partition(":")
@@ -301,7 +301,7 @@ def _check_size(path: Path, line_no: int | None, name: str, value: int, source: 
 def resolve_sizes(
     path: Path, header: Header | None, n_features: int | None, n_labels: int | None
 ) -> tuple[int, int]:
-    """Dataset sizes from the config, checked against the header; the header fills what the config leaves open."""
+    """(D, K) from the config, checked against the header, which fills what the config leaves open."""
     sizes = []
     for name, configured, from_header in [
         ("n_features", n_features, header and header.n_features),
@@ -330,7 +330,7 @@ def resolve_sizes(
 
 
 def iter_rows(path: Path, n_features: int, n_labels: int, fmt: str = "xc") -> Iterator[Row]:
-    """Yield the rows of one file, skipping blank lines; checks an xc header's row count at the end."""
+    """The rows of one file, skipping blank lines; checks an xc header's row count at the end."""
     header, n_rows, line_no = None, 0, 0
     for line_no, line in _lines(path):
         if not line.strip():
@@ -365,7 +365,7 @@ def count_rows(path: Path, fmt: str = "xc") -> int:
 
 
 def scan_sizes(paths: list[Path], fmt: str) -> tuple[int, int]:
-    """(D, K): the largest feature id and label over all rows of the files, plus one (at least 1)."""
+    """(D, K): the largest feature id and label in the files' rows, plus one (at least 1)."""
     max_feature, max_label = -1, -1
     for path in paths:
         for row in iter_rows(path, MAX_SIZE, MAX_SIZE, fmt):
