@@ -1,5 +1,6 @@
 """train.sh on the CPU: R=2 jobs in tmux, both checkpoints written, a failing job reported by repetition."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -164,3 +165,29 @@ def test_status_reads_the_logs_without_tmux(tmp_path):
     )
     assert status.returncode == 0, status.stderr
     assert "r00 done" in status.stdout and "r01 no exit code yet" in status.stdout
+
+
+def test_gpu_check_runs_on_the_cpu_with_tiny_shapes(tmp_path):
+    """bench/gpu_check.sh packs 1 and 2 jobs on one device, evaluates, and writes its two reports."""
+    env = dict(os.environ, PYTHON=sys.executable)
+    done = subprocess.run(
+        [
+            "bash",
+            str(REPO / "bench" / "gpu_check.sh"),
+            "--tiny",
+            "--out",
+            str(tmp_path / "run"),
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads((tmp_path / "gpu_check_tiny.json").read_text())
+    assert [row["jobs_on_one_device"] for row in report["train"]] == [1, 2]
+    assert all(row["examples_per_s_per_job"] > 0 for row in report["train"])
+    assert report["evaluate"]["R"] == 2 and report["evaluate"]["P@1"] is not None
+    assert "| 2 |" in (tmp_path / "gpu_check_tiny.md").read_text()

@@ -1,0 +1,89 @@
+"""The tables of bench/gpu_check.sh: examples/s per job and in total, GPU memory per job, evaluation.
+
+python bench/gpu_check_report.py --out DIR --report-dir bench --tiny 0 --device "NVIDIA H200"
+"""
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from mach.files import write_json_atomic, write_text_atomic  # noqa: E402
+
+
+def gpu_memory_mb(path: Path) -> dict:
+    """Peak MiB per process and of all processes together, from `nvidia-smi` samples (pid, MiB)."""
+    if not path.is_file():
+        return {}
+    peak: dict[str, int] = defaultdict(int)
+    for row in csv.reader(path.read_text().splitlines()):
+        if len(row) == 2 and row[1].strip().isdigit():
+            peak[row[0].strip()] = max(peak[row[0].strip()], int(row[1]))
+    return {"per_job_max_mb": max(peak.values(), default=0), "jobs_seen": len(peak)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report-dir", type=Path, required=True)
+    parser.add_argument("--tiny", type=int, default=0)
+    parser.add_argument("--device", default="unknown")
+    args = parser.parse_args(argv)
+    runs = defaultdict(list)
+    for pack, job, rate, seconds in csv.reader(
+        (args.out / "runs.tsv").read_text().splitlines(), delimiter="\t"
+    ):
+        runs[int(pack)].append((job, float(rate), float(seconds)))
+    metrics = json.loads(next((args.out / "work" / "gpucheck").glob("B*/metrics.json")).read_text())
+    table = []
+    for pack, jobs in sorted(runs.items()):
+        rates = [rate for _, rate, _ in jobs]
+        table.append(
+            {
+                "jobs_on_one_device": pack,
+                "examples_per_s_per_job": round(sum(rates) / len(rates)),
+                "examples_per_s_total": round(sum(rates)),
+                "wall_s": jobs[0][2],
+                **gpu_memory_mb(args.out / f"gpu_mem_{pack}.csv"),
+            }
+        )
+    report = {
+        "device": args.device,
+        "tiny": bool(args.tiny),
+        "train": table,
+        "evaluate": {
+            "R": metrics["R"],
+            "timings": metrics["timings"],
+            "P@1": metrics["metrics"].get("P@1"),
+            **{k: v for k, v in metrics.items() if k in ("resources", "model")},
+        },
+    }
+    name = "gpu_check_tiny" if args.tiny else "gpu_check"
+    write_json_atomic(args.report_dir / f"{name}.json", report)
+    lines = [
+        f"Device: {args.device}" + (" (tiny shapes)" if args.tiny else ""),
+        "",
+        "| jobs on one device | ex/s per job | ex/s total | wall s (incl. start-up) | peak GPU MiB per job |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for row in table:
+        lines.append(
+            f"| {row['jobs_on_one_device']} | {row['examples_per_s_per_job']:,} | "
+            f"{row['examples_per_s_total']:,} | {row['wall_s']} | {row.get('per_job_max_mb', 'n/a')} |"
+        )
+    t = metrics["timings"]
+    lines += [
+        "",
+        f"Evaluation of R={metrics['R']}: {t['total_s']:.1f} s for the test rows "
+        f"({t['samples_per_s']:.0f} rows/s; forward {t['forward_s']:.1f} s, merge {t['merge_s']:.1f} s).",
+    ]
+    write_text_atomic(args.report_dir / f"{name}.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
