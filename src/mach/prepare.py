@@ -87,13 +87,16 @@ def data_inputs(cfg, previous: dict | None = None, log=lambda _message: None) ->
     first = files.get("data_file", files.get("train_file"))
     n_features, n_classes = cfg.n_features, cfg.n_classes
     if cfg.format != "xc" and None in (n_features, n_classes):
-        unsized = {
-            k: v for k, v in (previous or {}).items() if k not in ("n_features", "n_classes")
-        }
-        if unsized == inputs and all(
-            getattr(cfg, name) in (None, previous[name]) for name in ["n_features", "n_classes"]
+        previous = previous if isinstance(previous, dict) else {}
+        scanned = previous.get("n_features"), previous.get("n_classes")
+        unsized = {k: v for k, v in previous.items() if k not in ("n_features", "n_classes")}
+        if (
+            unsized == inputs
+            and None not in scanned
+            and cfg.n_features in (None, scanned[0])
+            and cfg.n_classes in (None, scanned[1])
         ):
-            found = previous["n_features"], previous["n_classes"]  # scanned when they were written
+            found = scanned  # from the scan when the existing TFRecords were written
         else:
             read = [path for name, path in files.items() if name in ("data_file", "train_file")]
             read += [files["test_file"]] if "test_file" in files and cfg.valid_fraction == 0 else []
