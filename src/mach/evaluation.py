@@ -26,18 +26,13 @@ import numpy as np
 import tensorflow as tf
 
 from mach import metrics
+from mach.checkpoints import checkpoint_prefix, complete_epochs
 from mach.data import read_rows, rows_to_model_input, tfrecord_files
 from mach.devices import check_placement, device_for, placement_devices
 from mach.merge import ApproxSearch, CandidateSearch, check_inverse_lookups, merge_scores
 from mach.model import MachNet
 from mach.prepare import LABEL_COUNTS, load_lookups
 from mach.training import check_checkpoint_config
-
-
-def checkpoint_epochs(ckpt_dir: Path) -> list[int]:
-    """Epochs N with a ckpt-N.index in ckpt_dir, ascending."""
-    names = [p.name for p in ckpt_dir.glob("ckpt-*.index")]
-    return sorted(int(name[len("ckpt-") : -len(".index")]) for name in names)
 
 
 def checkpoint_path(cfg, r: int, epoch: int | None) -> str:
@@ -50,7 +45,7 @@ def checkpoint_path(cfg, r: int, epoch: int | None) -> str:
                 f"no complete checkpoint in {ckpt_dir}; train it with `python train.py --repetitions {r}`"
             )
         return latest
-    epochs = checkpoint_epochs(ckpt_dir)
+    epochs = complete_epochs(ckpt_dir)
     if epoch not in epochs:
         raise FileNotFoundError(
             f"--epoch {epoch}: repetition r={r} has no checkpoint of that epoch in {ckpt_dir}; "
@@ -58,7 +53,7 @@ def checkpoint_path(cfg, r: int, epoch: int | None) -> str:
             f"keep_checkpoints={cfg.keep_checkpoints}; train with --set keep_checkpoints=0 to keep "
             "every epoch)"
         )
-    return str(ckpt_dir / f"ckpt-{epoch}")
+    return checkpoint_prefix(ckpt_dir, epoch)
 
 
 class TrainedRepetition:
