@@ -18,7 +18,7 @@ import sys
 import time
 
 import config
-from mach.cli import add_config_flags, config_from_args, setup_logging
+from mach.cli import add_config_flags, config_from_args, run_main, setup_logging
 from mach.files import write_json_atomic
 
 
@@ -113,64 +113,68 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     log = setup_logging().info
-    try:
-        cfg = config_from_args(args, config.BASE, config.DATASETS)
-        from mach import evaluation
-        from mach.prepare import load_data_manifest, with_data_sizes
+    return run_main(lambda: _evaluate(args, log))
 
-        data_manifest = load_data_manifest(cfg)
-        cfg = with_data_sizes(cfg, data_manifest)
-        R = args.R or cfg.R
-        if not 1 <= R <= cfg.R:
-            raise ValueError(f"--R {R}: expected 1 <= R <= {cfg.R} (Config.R)")
-        if cfg.top_k > cfg.n_classes:
-            raise ValueError(
-                f"top_k={cfg.top_k} is larger than the number of classes {cfg.n_classes}"
-            )
-        m = args.merge_candidates if args.merge_approx is None else args.merge_approx
-        if m is not None and not (1 <= m <= cfg.B and args.min_freq >= 1):
-            flag = "--merge-candidates" if args.merge_approx is None else "--merge-approx"
-            raise ValueError(
-                f"{flag} {m} --min-freq {args.min_freq}: expected 1 <= M <= B={cfg.B} and a "
-                "min-freq >= 1"
-            )
-        if args.merge_approx is not None and cfg.merge != "logits":
-            raise ValueError("--merge-approx sums raw logits; it needs --set merge=logits")
-        candidates = None if args.merge_candidates is None else (m, args.min_freq)
-        approx = None if args.merge_approx is None else (m, args.min_freq)
-        if args.merge_impl == "kernel" and approx is None:
-            from mach.merge import load_kernel
 
-            load_kernel()  # fail now, with the fix, rather than after the forward pass
-        from mach import devices
+def _evaluate(args, log) -> int:
+    cfg = config_from_args(args, config.BASE, config.DATASETS)
+    from mach import evaluation
+    from mach.prepare import load_data_manifest, with_data_sizes
 
-        devices.configure_devices(cfg, log)  # before TensorFlow starts: threads, GPU memory
-        R_values = evaluation.sweep_sizes(R) if args.sweep_R else [R]
-        start = time.time()
-        pred = evaluation.predict_grouped(
-            cfg,
-            R,
-            evaluation.test_files(cfg, data_manifest),
-            R_values,
-            args.merge_impl,
-            log,
-            candidates,
-            approx,
-            epoch=args.epoch,
-            n_rows=data_manifest["test"].get("rows"),
+    data_manifest = load_data_manifest(cfg)
+    cfg = with_data_sizes(cfg, data_manifest)
+    R = cfg.R if args.R is None else args.R
+    if not 1 <= R <= cfg.R:
+        raise ValueError(f"--R {R}: expected 1 <= R <= {cfg.R} (Config.R)")
+    if cfg.top_k > cfg.n_classes:
+        raise ValueError(f"top_k={cfg.top_k} is larger than the number of classes {cfg.n_classes}")
+    m = args.merge_candidates if args.merge_approx is None else args.merge_approx
+    if m is not None and not (1 <= m <= cfg.B and args.min_freq >= 1):
+        flag = "--merge-candidates" if args.merge_approx is None else "--merge-approx"
+        raise ValueError(
+            f"{flag} {m} --min-freq {args.min_freq}: expected 1 <= M <= B={cfg.B} and a "
+            "min-freq >= 1"
         )
-        seconds = time.time() - start
-        resources = {
-            "n_params": pred["n_params"],
-            "model_bytes": 4 * pred["n_params"],  # float32 weights of the R networks
-            **devices.peak_memory(),
-        }
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    n_train = data_manifest["train"]["rows"]
+    if args.merge_approx is not None and cfg.merge != "logits":
+        raise ValueError("--merge-approx sums raw logits; it needs --set merge=logits")
+    candidates = None if args.merge_candidates is None else (m, args.min_freq)
+    approx = None if args.merge_approx is None else (m, args.min_freq)
+    if args.merge_impl == "kernel" and approx is None:
+        from mach.merge import load_kernel
+
+        load_kernel()  # fail now, with the fix, rather than after the forward pass
+    from mach import devices
+
+    devices.configure_devices(cfg, log)  # before TensorFlow starts: threads, GPU memory
+    R_values = evaluation.sweep_sizes(R) if args.sweep_R else [R]
+    start = time.time()
+    pred = evaluation.predict_grouped(
+        cfg,
+        R,
+        evaluation.test_files(cfg, data_manifest),
+        R_values,
+        args.merge_impl,
+        log,
+        candidates,
+        approx,
+        epoch=args.epoch,
+        n_rows=data_manifest["test"].get("rows"),
+    )
+    seconds = time.time() - start
+    if len(pred["true_labels"]) != data_manifest["test"]["rows"]:
+        # A shard cut on a record boundary reads without error; the manifest's count catches it.
+        raise ValueError(
+            f"read {len(pred['true_labels'])} test rows but {cfg.tfrecord_dir()} should hold "
+            f"{data_manifest['test']['rows']}: a TFRecord shard is damaged; re-run preprocess.py"
+        )
+    resources = {
+        "n_params": pred["n_params"],
+        "model_bytes": 4 * pred["n_params"],  # float32 weights of the R networks
+        **devices.peak_memory(),
+    }
     sweep = {
-        Rv: evaluation.score(cfg, pred["topk"][Rv], pred["true_labels"], n_train) for Rv in R_values
+        Rv: evaluation.score(cfg, pred["topk"][Rv], pred["true_labels"], data_manifest)
+        for Rv in R_values
     }
     results = sweep[R]
     n = results["rows"]

@@ -74,7 +74,8 @@ def _train(args, log) -> int:
         return 0
     # TensorFlow is imported only after the flags are known to be valid.
     from mach.prepare import load_data_manifest, with_data_sizes
-    from mach.training import configure_devices, train_repetitions
+    from mach.devices import configure_devices
+    from mach.training import train_repetitions
 
     data_manifest = load_data_manifest(cfg)
     cfg = check_config(with_data_sizes(cfg, data_manifest))

@@ -190,6 +190,8 @@ def test_train_py_refuses_to_replace_a_model_without_overwrite(tiny_files, tmp_p
 
     assert script("preprocess.py").returncode == 0
     assert script("train.py").returncode == 0
+    zero = script("evaluate.py", "--R", "0")
+    assert zero.returncode == 2 and "--R 0: expected 1 <= R <= 2" in zero.stderr
     again = script("train.py", "--set", "hidden=(8,)")
     assert again.returncode == 2 and "--overwrite to replace it" in again.stderr
     assert "Traceback" not in again.stderr

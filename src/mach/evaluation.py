@@ -31,8 +31,8 @@ from mach.data import read_rows, rows_to_model_input, tfrecord_files
 from mach.devices import check_placement, device_for, placement_devices
 from mach.merge import ApproxSearch, CandidateSearch, check_inverse_lookups, merge_scores
 from mach.model import MachNet
-from mach.prepare import LABEL_COUNTS, load_lookups
-from mach.training import check_checkpoint_config
+from mach.identity import check_checkpoint_config
+from mach.prepare import load_inverse_lookup, load_label_counts, load_lookups
 
 
 def checkpoint_path(cfg, r: int, epoch: int | None) -> str:
@@ -68,9 +68,16 @@ class TrainedRepetition:
         with tf.device(device) if device else contextlib.nullcontext():
             self.model = MachNet(cfg.input_dim(), cfg.hidden, cfg.B, 0.0, cfg.seed, r)
             # The optimiser's slots are in the checkpoint too; inference needs only the model.
-            tf.train.Checkpoint(model=self.model).restore(
-                self.checkpoint_path
-            ).expect_partial().assert_existing_objects_matched()
+            try:
+                tf.train.Checkpoint(model=self.model).restore(
+                    self.checkpoint_path
+                ).expect_partial().assert_existing_objects_matched()
+            except (tf.errors.OpError, AssertionError, ValueError) as err:
+                raise ValueError(
+                    f"checkpoint {self.checkpoint_path} cannot be read ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:200]}); evaluate another epoch with --epoch N, or "
+                    f"retrain repetition {r} with `python train.py --repetitions {r} --overwrite`"
+                ) from None
             self.feature_to_slot = None if feature_to_slot is None else tf.constant(feature_to_slot)
             self.lookup_tensor = tf.constant(self.label_to_bucket)
         self.device = self.model.weights_[0].device
@@ -135,16 +142,7 @@ def sweep_sizes(R: int) -> list[int]:
 def load_inverse_lookups(cfg, label_to_bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """bucket_offsets [R, B+1] int64 and bucket_labels [R, K] int64 saved by preprocess, checked against
     label_to_bucket [R, K] (the candidate kernel trusts them)."""
-    offsets, labels = [], []
-    for r in range(len(label_to_bucket)):
-        path = cfg.inverse_lookup_path(r)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no inverse lookup for r={r} at {path}; run `python preprocess.py --dataset {cfg.name}` with the same --set options"
-            )
-        with np.load(path) as saved:
-            offsets.append(saved["bucket_offsets"])
-            labels.append(saved["bucket_labels"])
+    offsets, labels = zip(*(load_inverse_lookup(cfg, r) for r in range(len(label_to_bucket))))
     bucket_offsets, bucket_labels = np.stack(offsets), np.stack(labels)
     check_inverse_lookups(label_to_bucket, bucket_offsets, bucket_labels)
     return bucket_offsets, bucket_labels
@@ -322,8 +320,9 @@ def predict_grouped(
     }
 
 
-def score(cfg, topk: np.ndarray, true_labels: list[np.ndarray], n_train_rows: int) -> dict:
-    counts = np.load(cfg.tfrecord_dir() / LABEL_COUNTS)
+def score(cfg, topk: np.ndarray, true_labels: list[np.ndarray], data_manifest: dict) -> dict:
+    counts = load_label_counts(cfg, data_manifest)
+    n_train_rows = data_manifest["train"]["rows"]
     inv_propensity = 1.0 / metrics.propensities(counts, n_train_rows, cfg.psp_A, cfg.psp_B)
     ks = tuple(k for k in (1, 3, 5) if k <= cfg.top_k) or (cfg.top_k,)
     return metrics.evaluate_topk(topk, true_labels, ks=ks, inv_propensity=inv_propensity)

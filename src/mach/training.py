@@ -29,24 +29,6 @@ from mach.model import Adam, MachNet, bucket_loss, repetition_seed
 from mach.prepare import load_lookups
 
 
-def configure_devices(cfg, log) -> None:
-    """Use what CUDA_VISIBLE_DEVICES exposes; let several processes share one GPU."""
-    if cfg.threads > 0:
-        tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(cfg.threads)
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        if cfg.gpu_memory_mb is not None:
-            tf.config.set_logical_device_configuration(
-                gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=cfg.gpu_memory_mb)]
-            )
-        else:
-            tf.config.experimental.set_memory_growth(gpu, True)
-    log(
-        f"devices gpus={len(gpus)} threads={cfg.threads or 'all'} gpu_memory_mb={cfg.gpu_memory_mb or 'growth'}"
-    )
-
-
 class Repetition:
     """Model, optimiser, lookups and checkpoint manager of repetition r."""
 
