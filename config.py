@@ -95,7 +95,7 @@ class Config:
     keep_checkpoints: int = 2
 
     # eval
-    # k of the top-k kept by the merge; metrics are reported at 1, 3, 5 up to top_k
+    # k of the top-k kept by the merge; metrics are reported at 1, 3, 5 (those <= top_k) and top_k
     top_k: int = 5
     # "logits": sum raw logits (official); "probs": paper's unbiased estimator
     merge: str = "logits"

@@ -194,3 +194,10 @@ def test_bad_inputs_raise():
         metrics.precision_at_k(TOPK, [np.array([-2])] + TRUE[1:], 1)
     with pytest.raises(ValueError, match="inverse propensity"):
         metrics.psp_at_k(TOPK, TRUE, 1, np.ones(5))
+
+
+def test_metrics_are_reported_at_1_3_5_and_top_k():
+    from mach.evaluation import metric_ks
+
+    assert metric_ks(5) == (1, 3, 5) and metric_ks(10) == (1, 3, 5, 10)
+    assert metric_ks(4) == (1, 3, 4) and metric_ks(1) == (1,)

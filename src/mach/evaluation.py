@@ -320,11 +320,16 @@ def predict_grouped(
     }
 
 
+def metric_ks(top_k: int) -> tuple[int, ...]:
+    """The k of the reported metrics: 1, 3 and 5 where they are <= top_k, and top_k itself."""
+    return tuple(sorted({k for k in (1, 3, 5) if k <= top_k} | {top_k}))
+
+
 def score(cfg, topk: np.ndarray, true_labels: list[np.ndarray], data_manifest: dict) -> dict:
     counts = load_label_counts(cfg, data_manifest)
     n_train_rows = data_manifest["train"]["rows"]
     inv_propensity = 1.0 / metrics.propensities(counts, n_train_rows, cfg.psp_A, cfg.psp_B)
-    ks = tuple(k for k in (1, 3, 5) if k <= cfg.top_k) or (cfg.top_k,)
+    ks = metric_ks(cfg.top_k)
     return metrics.evaluate_topk(topk, true_labels, ks=ks, inv_propensity=inv_propensity)
 
 
