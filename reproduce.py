@@ -98,15 +98,11 @@ def main(argv=None) -> int:
         data_out = work_dir / cfg.name / "data"
         if args.synthetic:
             files = reproduce.write_synthetic(cfg, known, data_out, rows, log)
-            data = {"train_rows": rows[0], "test_rows": rows[1], "source": "synthetic"}
+            source = "synthetic stand-in"
         else:
             for line in reproduce.check_downloads(cfg, known):
                 log(f"step={line}")
-            data = {
-                "train_rows": known.train_rows,
-                "test_rows": known.test_rows,
-                "source": "download",
-            }
+            source = "slice of the download" if quick else "download"
             files = {}
             if quick:
                 ext = "vw" if cfg.format == "vw" else "txt"
@@ -114,7 +110,6 @@ def main(argv=None) -> int:
                     files[split] = data_out / f"{split}.{ext}"
                     src = cfg.resolve(getattr(cfg, f"{split}_file"))
                     n = reproduce.write_slice(src, files[split], rows_wanted, cfg.format)
-                    data[f"{split}_rows"] = n
                     log(f"step=data slice split={split} rows={n} file={files[split]}")
         sets += [f"{split}_file={str(path)!r}" for split, path in files.items()]
         # The user's --set come last, so that they win over the quick plan.
@@ -158,7 +153,7 @@ def main(argv=None) -> int:
         "synthetic": args.synthetic,
         "command": ["python", "reproduce.py", *(sys.argv[1:] if argv is None else argv)],
         "shrunk": shrunk,
-        "data": data,
+        "data_source": source,
         "seconds": seconds,
         "peak_children_rss": reproduce.peak_children_rss(),
     }

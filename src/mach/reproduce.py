@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -302,7 +303,7 @@ def _xc_to_vw(src: Path, dst: Path) -> None:
 
 def run_step(name: str, cmd: list[str], log) -> float:
     """Run one script of the chain, its output passed through; returns its wall-clock seconds."""
-    log(f"step={name} start cmd={' '.join(cmd)}")
+    log(f"step={name} start cmd={shlex.join(cmd)}")
     start = time.time()
     sys.stdout.flush()
     # train.sh runs its jobs with $PYTHON: the interpreter running this, virtualenv or not.
@@ -344,6 +345,9 @@ def peak_children_rss() -> int:
 
 def collect_results(cfg, run: dict, references: dict) -> dict:
     """Everything the results files show: metrics, training time, size, memory, and the references."""
+    from mach.prepare import load_data_manifest
+
+    manifest = load_data_manifest(cfg)
     evaluation = read_json(cfg.run_dir() / "metrics.json")
     metrics = evaluation["metrics"]
     resources = evaluation.get("resources", {})
@@ -363,7 +367,14 @@ def collect_results(cfg, run: dict, references: dict) -> dict:
         "comparable": not run["quick"],
         "command": run["command"],
         "shrunk": run["shrunk"],
-        "data": {**run["data"], "n_features": cfg.n_features, "n_classes": cfg.n_classes},
+        "data": {
+            "source": run["data_source"],
+            "train_rows": manifest["train"]["rows"],
+            "test_rows": manifest["test"]["rows"],
+            "labels_per_train_row": round(manifest["train"]["labels_per_row"], 2),
+            "n_features": cfg.n_features,
+            "n_classes": cfg.n_classes,
+        },
         "config": {
             k: getattr(cfg, k)
             for k in [
@@ -501,7 +512,13 @@ def format_markdown(res: dict) -> str:
         f"- model on disk: {_fmt_bytes(model['checkpoint_bytes'])} of checkpoints (weights and Adam "
         f"slots); float32 weights {_fmt_bytes(model['weight_bytes'])}",
         f"- peak host memory: evaluate {_fmt_bytes(mem['peak_evaluate_host_bytes'])}, training "
-        f"{_fmt_bytes(mem['peak_train_host_bytes'])}, largest other step "
+        f"{_fmt_bytes(mem['peak_train_host_bytes'])}"
+        + (
+            " (its jobs run under tmux, outside this process)"
+            if not mem["peak_train_host_bytes"]
+            else ""
+        )
+        + ", largest other step "
         f"{_fmt_bytes(mem['peak_children_host_bytes'])}",
     ]
     if "peak_gpu_bytes" in mem:
