@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     log = setup_logging().info
     cfg = config_from_args(args, config.BASE, config.DATASETS)
 
-    from candidate_bench import test_logits, timed_merge
+    from candidate_bench import timed_merge
 
     from mach import devices, evaluation, metrics
     from mach.merge import merge_approx_numpy, merge_candidates, merge_topk
@@ -54,7 +54,9 @@ def main(argv=None) -> int:
     devices.configure_devices(cfg, log)
     reps = evaluation.load_trained(cfg, cfg.R, log)
     rows = args.rows or data_manifest["test"]["rows"]
-    logits, true_labels = test_logits(cfg, reps, evaluation.test_files(cfg, data_manifest), rows)
+    logits, true_labels = evaluation.forward_rows(
+        cfg, reps, evaluation.test_files(cfg, data_manifest), rows
+    )
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
     inverse = evaluation.load_inverse_lookups(cfg, label_to_bucket)
     k = max(5, cfg.top_k)

@@ -22,25 +22,6 @@ import config  # noqa: E402
 from mach.cli import add_config_flags, config_from_args, setup_logging  # noqa: E402
 
 
-def test_logits(cfg, reps, files, max_rows: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """logits [rows, R, B] float32 of the first max_rows test rows, and their true labels."""
-    import tensorflow as tf
-
-    from mach.data import read_rows
-
-    forward = tf.function(
-        lambda parsed: tf.stack([rep.logits(cfg, parsed) for rep in reps], axis=1)
-    )
-    blocks, true_labels = [], []
-    for parsed in read_rows(files, cfg.eval_batch_size):
-        blocks.append(forward(parsed).numpy())
-        ragged = tf.RaggedTensor.from_sparse(parsed["labels"])
-        true_labels += np.split(ragged.values.numpy(), ragged.row_splits.numpy()[1:-1])
-        if len(true_labels) >= max_rows:
-            break
-    return np.ascontiguousarray(np.concatenate(blocks)[:max_rows]), true_labels[:max_rows]
-
-
 def timed_merge(merge, logits: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
     """Top-k labels of all rows, merged batch rows per call as evaluate.py does, and the seconds taken."""
     start = time.perf_counter()
@@ -75,7 +56,7 @@ def main(argv=None) -> int:
 
     cfg = with_data_sizes(cfg, data_manifest := load_data_manifest(cfg))
     reps = evaluation.load_trained(cfg, cfg.R, log)
-    logits, true_labels = test_logits(
+    logits, true_labels = evaluation.forward_rows(
         cfg, reps, evaluation.test_files(cfg, data_manifest), args.rows
     )
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32

@@ -43,8 +43,6 @@ def main(argv=None) -> int:
     log = setup_logging().info
     cfg = config_from_args(args, config.BASE, config.DATASETS)
 
-    import tensorflow as tf
-
     from mach import evaluation
     from mach.data import read_rows
     from mach.merge import merge_scores
@@ -64,10 +62,7 @@ def main(argv=None) -> int:
 
     # One row per call, as a served request would arrive; the first rows only warm up the batch-1 trace.
     # reduce_retracing: each row has its own number of non-zeros, which would otherwise trace once per shape.
-    forward = tf.function(
-        lambda parsed: tf.stack([rep.logits(cfg, parsed) for rep in reps], axis=1),
-        reduce_retracing=True,
-    )
+    forward = evaluation.make_forward(cfg, reps)
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
     warm_up = 5
     latencies = []
@@ -84,7 +79,8 @@ def main(argv=None) -> int:
     np.save(args.out / "topk.npy", topk)
     lookup_bytes = sum(p.stat().st_size for p in cfg.lookup_dir().glob("*") if p.is_file())
     variable_bytes = sum(v.numpy().nbytes for rep in reps for v in rep.model.variables)
-    settings = f"preset {cfg.name!r}: B={cfg.B} R={cfg.R} hidden={cfg.hidden} epochs={cfg.epochs}"
+    preset = "preset" if cfg.name in config.DATASETS else "settings of"
+    settings = f"{preset} {cfg.name!r}: B={cfg.B} R={cfg.R} hidden={cfg.hidden} epochs={cfg.epochs}"
     result = {
         "method": "mach",
         "settings": f"{settings} loss={cfg.loss} merge={cfg.merge}",

@@ -133,6 +133,18 @@ def row_labels(parsed) -> list[np.ndarray]:
     return np.split(ragged.values.numpy(), ragged.row_splits.numpy()[1:-1])
 
 
+def forward_rows(cfg, reps, files: list[str], max_rows: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """logits [rows, R, B] float32 of the first max_rows test rows, and their true labels (benchmarks)."""
+    forward = make_forward(cfg, reps)
+    blocks, true_labels = [], []
+    for parsed in read_rows(files, cfg.eval_batch_size):
+        blocks.append(forward(parsed).numpy())
+        true_labels += row_labels(parsed)
+        if len(true_labels) >= max_rows:
+            break
+    return np.ascontiguousarray(np.concatenate(blocks)[:max_rows]), true_labels[:max_rows]
+
+
 def sweep_sizes(R: int) -> list[int]:
     """1, 2, 4, ... and R itself."""
     sizes = [2**i for i in range(R.bit_length()) if 2**i < R]
