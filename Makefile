@@ -1,5 +1,5 @@
 # make demo: set up .venv, then preprocess, train and evaluate MACH on the bundled Delicious data.
-# make test: set up .venv, then run the test suite.
+# make test: set up .venv, then run the test suite (make test-fast: the quick part; make lint: ruff, black).
 # On a GPU machine: make demo REQUIREMENTS=requirements-gpu.txt
 PYTHON ?= python3
 REQUIREMENTS ?= requirements.txt
@@ -7,9 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast lint clean
 
-$(STAMP): $(REQUIREMENTS) requirements-dev.txt setup.py pyproject.toml $(wildcard src/util/*.pyx src/util/*.h)
+$(STAMP): $(REQUIREMENTS) requirements-common.txt requirements-dev.txt setup.py pyproject.toml $(wildcard src/util/*.pyx src/util/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-build-isolation -e .
@@ -24,6 +24,14 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The tests that train nothing and run no script: under a minute.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/black --check --quiet .
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info src/mach/*.so work

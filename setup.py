@@ -5,6 +5,7 @@ pip install -e .[gpu]       # GPU machines: the CUDA `tensorflow` build instead
 """
 
 import sys
+from pathlib import Path
 
 import numpy
 from Cython.Build import cythonize
@@ -29,6 +30,15 @@ kernel = Extension(
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
 )
 
+HERE = Path(__file__).resolve().parent
+
+
+def pins(name: str) -> list[str]:
+    """The requirement lines of a requirements file (comments, includes and the build-only Cython dropped)."""
+    lines = (line.split("#")[0].strip() for line in (HERE / name).read_text().splitlines())
+    return [line for line in lines if line and not line.startswith(("-r", "Cython"))]
+
+
 setup(
     name="mach-tf2",
     version="0.1.0",
@@ -37,17 +47,11 @@ setup(
     packages=find_packages("src"),
     ext_modules=cythonize([kernel], language_level=3),
     python_requires=">=3.10",
-    install_requires=[
-        "numpy==2.4.6",
-        "scipy==1.17.1",
-        "scikit-learn==1.9.1",
-        "matplotlib==3.11.2",
-        "tensorboard==2.21.0",
-    ],
+    # The pins live in the requirements files; one TensorFlow build comes as an extra.
+    install_requires=pins("requirements-common.txt"),
     extras_require={
-        # One of the two TensorFlow builds; the Makefile installs `cpu` by default.
-        "cpu": ["tensorflow-cpu==2.21.0"],
-        "gpu": ["tensorflow[and-cuda]==2.21.0"],
-        "test": ["pytest==9.2.0"],
+        "cpu": pins("requirements.txt"),
+        "gpu": pins("requirements-gpu.txt"),
+        "test": pins("requirements-dev.txt"),
     },
 )
