@@ -153,6 +153,7 @@ def main(argv=None) -> int:
         "synthetic": args.synthetic,
         "command": ["python", "reproduce.py", *(sys.argv[1:] if argv is None else argv)],
         "shrunk": shrunk,
+        "overrides": args.overrides,
         "data_source": source,
         "seconds": seconds,
         "peak_children_rss": reproduce.peak_children_rss(),

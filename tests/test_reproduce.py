@@ -105,3 +105,10 @@ def test_quick_synthetic_end_to_end(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "step=data synthetic up_to_date" in again.stdout
     assert "step=evaluate up_to_date" in again.stdout
+
+
+def test_only_experiment_settings_make_a_full_run_incomparable():
+    assert reproduce.changed_settings(["threads=2", "eval_group_size=4", "B=8", " lr = 0.1"]) == [
+        "B",
+        "lr",
+    ]

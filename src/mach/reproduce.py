@@ -364,7 +364,8 @@ def collect_results(cfg, run: dict, references: dict) -> dict:
         "dataset": cfg.name,
         "quick": run["quick"],
         "synthetic": run["synthetic"],
-        "comparable": not run["quick"],
+        "comparable": not run["quick"] and not changed_settings(run["overrides"]),
+        "changed_settings": changed_settings(run["overrides"]),
         "command": run["command"],
         "shrunk": run["shrunk"],
         "data": {
@@ -412,6 +413,17 @@ def collect_results(cfg, run: dict, references: dict) -> dict:
     }
 
 
+# --set keys that change how a run is executed, not what it computes.
+SYSTEM_KEYS = {"threads", "gpu_memory_mb", "eval_batch_size", "eval_group_size", "R_per_device"}
+SYSTEM_KEYS |= {"rows_per_shard", "keep_checkpoints", "work_dir", "data_dir", "tag"}
+
+
+def changed_settings(overrides: list[str]) -> list[str]:
+    """The keys of --set overrides that change the experiment itself."""
+    keys = [pair.partition("=")[0].strip() for pair in overrides]
+    return [key for key in keys if key not in SYSTEM_KEYS]
+
+
 REFERENCE_KEYS = {"P@1": "P@1", "P@3": "P@3", "P@5": "P@5", "accuracy": "top1_accuracy"}
 
 
@@ -450,9 +462,15 @@ def format_markdown(res: dict) -> str:
             "",
         ]
         lines += [f"- shrunk: {note}" for note in res["shrunk"]] + [""]
+    elif not res["comparable"]:
+        lines += [
+            f"**Settings differ from the preset ({', '.join(res['changed_settings'])}): compare with "
+            "the references below with care.**",
+            "",
+        ]
     d = res["data"]
     lines += [
-        f"Command: `{' '.join(res['command'])}`",
+        f"Command: `{shlex.join(res['command'])}`",
         "",
         f"Data: {d['train_rows']} train rows, {d['test_rows']} test rows, D={d['n_features']}, "
         f"K={d['n_classes']}. Settings: " + ", ".join(f"{k}={v}" for k, v in res["config"].items()),
