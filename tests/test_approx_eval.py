@@ -146,6 +146,7 @@ def trained(tiny_files, tmp_path):
     return flags, next((work / "tinyapprox").glob("B8-*"))
 
 
+@pytest.mark.slow
 def test_evaluate_merge_approx_and_bench(trained, capsys, tmp_path):
     """evaluate.py --merge-approx B --min-freq 1 is the exact merge; its own file; bench runs."""
     import evaluate

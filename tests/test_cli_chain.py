@@ -1,3 +1,5 @@
+import pytest
+
 """The scripts as a user runs them: preprocess -> train (R=2, 1 epoch) -> evaluate, in subprocesses."""
 
 import json
@@ -7,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 from conftest import cli_flags
+
+# Trains models or runs scripts: left out by `make test-fast`.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 

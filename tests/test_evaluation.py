@@ -15,6 +15,8 @@ import config
 
 REPO = Path(__file__).resolve().parents[1]
 R = 4
+# Trains models or runs scripts: left out by `make test-fast`.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

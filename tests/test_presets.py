@@ -120,6 +120,7 @@ def test_adam_epsilon_is_honoured(epsilon):
     assert float(var[0]) == pytest.approx(-0.1 * root / (root + epsilon), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_training_uses_the_configured_epsilon(tiny_cfg):
     import dataclasses
 

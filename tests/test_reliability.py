@@ -16,6 +16,9 @@ from mach.cli import apply_overrides
 from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 from mach.training import train_repetitions
 
+# Trains models or runs scripts: left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import config
 from mach import reproduce
 
@@ -79,6 +81,7 @@ def test_synthetic_multiclass_stand_in_is_vw_and_passes_the_check(tmp_path):
     assert len(reproduce.check_downloads(cfg, known)) == 2
 
 
+@pytest.mark.slow
 def test_quick_synthetic_end_to_end(tmp_path):
     """The chain on a stand-in shaped like wiki10_31k, shrunk through --set so that CI runs it fast."""
     small = ["--set", "n_classes=300", "--set", "n_features=500", "--set", "B=16"]

@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(
-    shutil.which("tmux") is None, reason="train.sh needs tmux (.ci/run installs it)"
+pytestmark = [pytest.mark.slow]  # runs train.sh and trains: left out by `make test-fast`
+pytestmark.append(
+    pytest.mark.skipif(
+        shutil.which("tmux") is None, reason="train.sh needs tmux (.ci/run installs it)"
+    )
 )
 
 

@@ -11,6 +11,9 @@ from mach.model import MachNet, bucket_loss
 from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 from mach.training import Repetition, train_repetitions
 
+# Trains models or runs scripts: left out by `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def preprocess(cfg):
     manifest = prepare_tfrecords(cfg, quiet)
