@@ -1,0 +1,432 @@
+"""One TensorFlow SavedModel per trained MACH model: the R networks, lookups, merge and top-k in one graph.
+
+Signatures (plain TensorFlow or TensorFlow Serving load them; no project code, no custom ops):
+    serving_default  indices int64 [nnz], values float32 [nnz], row_splits int64 [batch+1]
+                     -> labels int64 [batch, k], scores float32 [batch, k]
+    predict_lines    lines string [batch], rows in the training text format (labels are ignored)
+                     -> the same outputs
+Row i holds indices[row_splits[i]:row_splits[i+1]], 0-based feature ids as an xc file writes them
+(a libsvm file's `i` is feature i-1), with their raw values: row normalisation and feature hashing
+happen in the graph, as in training (mach.data.rows_to_model_input).
+
+The merge in the graph follows mach.merge: score(c) = sum_r logits[r, h_r(c)] added in float32 in the
+order r = 0..R-1, ranked by tf.math.top_k, which puts the lower index (= lower label) first among equal
+values. Up to EXACT_MERGE_MAX_K classes every label is scored (exact_topk == merge_topk_numpy); above
+it only the labels of each repetition's top-m buckets (candidate_topk == merge_candidates_numpy).
+The choice is made at export time and recorded in the metadata (assets.extra/mach.json and the
+`metadata` string variable of the loaded object).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from mach.data import rows_to_model_input
+from mach.files import remove_stale_temporaries
+
+# Measured with `python bench/predict_bench.py --merge-sweep` (README, "Using a trained model"): at
+# K = 1e5 (R = 16) the in-graph exact merge costs about as much per row as the forward pass of a
+# Delicious-sized model and more than the candidate merge, and its [batch, K] buffers reach 0.4 GB per
+# 1,024 rows; at K <= 1e4 it is faster than the candidate merge at every batch size.
+EXACT_MERGE_MAX_K = 50_000
+DEFAULT_CANDIDATE_M = (
+    10  # buckets per repetition (README, "Candidate merge": top-5 = exact for 99%)
+)
+DEFAULT_MIN_FREQ = 2
+METADATA_FILE = "mach.json"  # in assets.extra/, next to TensorFlow Serving's warm-up data
+SCHEMA = 1  # bump when the signatures or the metadata change
+LINE_FORMATS = ("xc", "libsvm")  # formats predict_lines parses in the graph
+_VALUE = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"  # a finite decimal, as xcformat reads
+
+
+def choose_merge(K: int, B: int, R: int, kind: str, m: int | None, min_freq: int) -> dict:
+    """The merge the graph will run: {"kind": "exact"} or {"kind": "candidates", "m", "min_freq"}.
+
+    kind "auto" takes the exact merge up to EXACT_MERGE_MAX_K classes and the candidate merge above.
+    """
+    if kind not in ("auto", "exact", "candidates"):
+        raise ValueError(f"merge {kind!r}: expected auto, exact or candidates")
+    if kind == "auto":
+        kind = "exact" if K <= EXACT_MERGE_MAX_K else "candidates"
+    if kind == "exact":
+        return {"kind": "exact"}
+    m = DEFAULT_CANDIDATE_M if m is None else m
+    if not 1 <= m <= B or min_freq < 1:
+        raise ValueError(
+            f"candidate merge m={m} min_freq={min_freq}: expected 1 <= m <= B={B} and min_freq >= 1"
+        )
+    return {"kind": "candidates", "m": min(m, B), "min_freq": min(min_freq, R)}
+
+
+def exact_topk(logits: list[tf.Tensor], lookups: list[tf.Tensor], k: int):
+    """Top-k of all K classes. logits: R x [batch, B] float32; lookups: R x [K] int32.
+
+    Returns labels [batch, k] int64 and scores [batch, k] float32, ties by lower label id.
+    """
+    scores = tf.gather(logits[0], lookups[0], axis=1)  # [batch, K] float32
+    for r in range(1, len(logits)):
+        # One add per repetition, in r order: the same float32 sums as the kernel.
+        scores = scores + tf.gather(logits[r], lookups[r], axis=1)
+    top = tf.math.top_k(scores, k)
+    return tf.cast(top.indices, tf.int64), top.values
+
+
+def _selected_labels(logits, width, bucket_offsets, bucket_labels, K: int):
+    """The labels of each row's top-width[row] buckets of every repetition, with repeats.
+
+    logits: [batch, R, B]; width: [batch] int32; bucket_offsets: [R*B+1] int64 and bucket_labels:
+    [R*K] int64, the R CSR inverses end to end. Returns keys row*K + label [n] int64, sorted.
+    """
+    R, B = logits.shape[1], logits.shape[2]
+    top = tf.math.top_k(logits, tf.reduce_max(width)).indices  # [batch, R, w] int32, ties: lower id
+    rank = tf.range(tf.shape(top)[2])
+    chosen = tf.broadcast_to(rank[None, None, :] < width[:, None, None], tf.shape(top))  # bool
+    buckets = tf.cast(top, tf.int64) + B * tf.range(R, dtype=tf.int64)[None, :, None]
+    rows = tf.broadcast_to(
+        tf.range(tf.shape(top, out_type=tf.int64)[0])[:, None, None], tf.shape(top)
+    )
+    buckets, rows = tf.boolean_mask(buckets, chosen), tf.boolean_mask(rows, chosen)
+    starts, ends = tf.gather(bucket_offsets, buckets), tf.gather(bucket_offsets, buckets + 1)
+    labels = tf.gather(bucket_labels, tf.ragged.range(starts, ends).flat_values)
+    return tf.sort(tf.repeat(rows, ends - starts) * K + labels)
+
+
+def _distinct(keys):
+    """Sorted keys [n] -> the distinct ones and how often each occurs (2x faster than tf.unique)."""
+    n = tf.size(keys, out_type=tf.int64)
+    first = tf.where(tf.concat([[True], keys[1:] != keys[:-1]], axis=0))[:, 0]  # [n_distinct]
+    return tf.gather(keys, first), tf.experimental.numpy.diff(tf.concat([first, [n]], axis=0))
+
+
+def candidate_topk(logits, lookups, bucket_offsets, bucket_labels, k: int, m: int, min_freq: int):
+    """Top-k among the labels of each repetition's top-m buckets (mach.merge.merge_candidates_numpy).
+
+    logits: [batch, R, B] float32; lookups: R x [K] int32; bucket_offsets [R*B+1] int64 and
+    bucket_labels [R*K] int64: repetition r's CSR inverse shifted by r*K (offsets) and r*B (buckets).
+    A row whose buckets hold fewer than k labels doubles its m until they do, as the spec does.
+    Returns labels [batch, k] int64 and scores [batch, k] float32, ties by lower label id.
+    """
+    R, B = logits.shape[1], logits.shape[2]
+    K = int(lookups[0].shape[0])
+    batch = tf.shape(logits, out_type=tf.int64)[0]
+
+    def found(width):
+        """[batch] distinct labels in the top-width buckets."""
+        keys, _ = _distinct(_selected_labels(logits, width, bucket_offsets, bucket_labels, K))
+        return tf.math.unsorted_segment_sum(tf.ones_like(keys), keys // K, batch)
+
+    def widen(width, n):
+        width = tf.where(n < k, tf.minimum(2 * width, B), width)
+        return width, found(width)
+
+    width = tf.fill([batch], m)
+    # Each label sits in one bucket per repetition, so one repetition whose top-m buckets hold k
+    # labels proves that nothing widens; only otherwise are the distinct labels counted.
+    sizes = bucket_offsets[1:] - bucket_offsets[:-1]  # [R*B] labels per bucket
+    top_m = tf.math.top_k(logits, m).indices + B * tf.range(R)[None, :, None]
+    enough = tf.reduce_max(tf.reduce_sum(tf.gather(sizes, top_m), axis=2), axis=1) >= k
+    n = tf.cond(
+        tf.reduce_all(enough), lambda: tf.fill([batch], tf.cast(k, tf.int64)), lambda: found(width)
+    )
+    width, _ = tf.while_loop(
+        lambda width, n: tf.reduce_any((n < k) & (width < B)),
+        widen,
+        [width, n],
+        shape_invariants=[tf.TensorShape([None]), tf.TensorShape([None])],
+    )
+    keys, counts = _distinct(_selected_labels(logits, width, bucket_offsets, bucket_labels, K))
+    # The largest f <= min_freq leaving at least k labels: the number of f in 1..min_freq that do.
+    reach = tf.cast(counts[:, None] >= tf.range(1, min_freq + 1, dtype=tf.int64)[None, :], tf.int64)
+    per_f = tf.math.unsorted_segment_sum(reach, keys // K, batch)  # [batch, min_freq]
+    f = tf.reduce_sum(tf.cast(per_f >= k, tf.int64), axis=1)  # [batch], >= 1 once widened
+    kept = tf.boolean_mask(keys, counts >= tf.gather(f, keys // K))  # by row, then label
+    rows, labels = kept // K, kept % K
+    flat = tf.reshape(logits, [-1])
+    base = rows * (R * B)
+    scores = tf.gather(flat, base + tf.cast(tf.gather(lookups[0], labels), tf.int64))
+    for r in range(1, R):
+        bucket = tf.cast(tf.gather(lookups[r], labels), tf.int64)
+        scores = scores + tf.gather(flat, base + r * B + bucket)
+    # Each row's candidates are in label order, so top_k's lower index is the lower label. Padding
+    # is -inf and every row has at least k finite candidates.
+    padded = tf.RaggedTensor.from_value_rowids(scores, rows, nrows=batch)
+    top = tf.math.top_k(padded.to_tensor(default_value=-np.inf), k)
+    ranked = tf.RaggedTensor.from_value_rowids(labels, rows, nrows=batch).to_tensor()
+    return tf.gather(ranked, top.indices, batch_dims=1), top.values
+
+
+def bucket_scores(logits: tf.Tensor, merge: str, loss: str) -> tf.Tensor:
+    """What the merge adds up: the logits, or the per-repetition probabilities (mode "probs")."""
+    if merge == "logits":
+        return logits
+    if loss == "bce":
+        return 1.0 / (1.0 + tf.exp(-logits))
+    # As mach.merge.to_probabilities: subtract the max, then normalise.
+    shifted = tf.exp(logits - tf.reduce_max(logits, axis=-1, keepdims=True))
+    return shifted / tf.reduce_sum(shifted, axis=-1, keepdims=True)
+
+
+def parse_lines(lines: tf.Tensor, fmt: str, n_features: int):
+    """[batch] text rows (xc or libsvm, labels ignored) -> indices [nnz] int64 (0-based), values [nnz]
+    float32, row_splits [batch+1] int64. A malformed line fails with its index and text."""
+    tokens = tf.strings.split(lines)  # ragged [batch, None]; blank lines are rows without features
+    first = tokens[:, :1].to_tensor(default_value="")[:, 0]
+    # As xcformat: a leading space, or a first token with ':', means the row has no labels.
+    has_labels = (
+        ~tf.strings.regex_full_match(lines, r"(?s)\s.*")
+        & ~tf.strings.regex_full_match(first, ".*:.*")
+        & (first != "")
+    )
+    labels_ok = ~has_labels | tf.strings.regex_full_match(first, "[0-9]+(,[0-9]+)*")
+    position = tf.ragged.range(tokens.row_lengths())
+    features = tf.ragged.boolean_mask(tokens, ~((position == 0) & has_labels[:, None]))
+    text = features.flat_values
+    ok = tf.strings.regex_full_match(text, "[0-9]{1,18}:" + _VALUE)
+    # A row without features gets int32's max from the segment min: nothing to refuse.
+    feature_ok = tf.math.unsorted_segment_min(
+        tf.cast(ok, tf.int32), features.value_rowids(), tf.shape(lines)[0]
+    )
+    row_ok = labels_ok & (feature_ok > 0)
+    # The first bad line (a sentinel past the end when there is none, so an empty batch works too).
+    bad = tf.argmin(tf.concat([tf.cast(row_ok, tf.int32), [0]], 0), output_type=tf.int64)
+    check = tf.debugging.Assert(
+        tf.reduce_all(row_ok),
+        [
+            "predict_lines: line index",
+            bad,
+            "is not `labels i:v i:v ...`:",
+            tf.gather(tf.concat([lines, [""]], 0), bad),
+        ],
+    )
+    with tf.control_dependencies([check]):  # report the line before to_number fails on it
+        text = tf.identity(text)
+    parts = tf.strings.split(text, ":", maxsplit=1).to_tensor(shape=[None, 2])
+    base = 1 if fmt == "libsvm" else 0
+    indices = tf.strings.to_number(parts[:, 0], tf.int64) - base
+    values = tf.strings.to_number(parts[:, 1], tf.float32)
+    return indices, values, features.row_splits
+
+
+def _layers(model, sizes: list[int]):
+    """[(w, b), ...] of a MachNet whose variables chain input -> hidden -> B; None if laid out otherwise."""
+    ws, bs = getattr(model, "weights_", None), getattr(model, "biases", None)
+    if not isinstance(ws, Sequence) or not isinstance(bs, Sequence) or len(ws) != len(sizes) - 1:
+        return None
+    shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in zip(ws, bs)]
+    if shapes != [((a, b), (b,)) for a, b in zip(sizes[:-1], sizes[1:])]:
+        return None
+    return list(zip(ws, bs))
+
+
+class ServingModel(tf.Module):
+    """The exported object: R networks, their lookups, the merge; signatures serve and predict_lines."""
+
+    def __init__(self, cfg, reps, k: int, merge: dict, metadata: dict, forward: str = "auto"):
+        super().__init__(name="mach_serving")
+        # Plain values only: tf.Module would wrap dicts and lists of non-variables for tracking.
+        self.cfg, self.k = cfg, k
+        self.merge_kind = merge["kind"]
+        self.m, self.min_freq = merge.get("m"), merge.get("min_freq")
+        self.line_format = metadata["line_format"]
+        self.R, self.B, self.D = len(reps), cfg.B, cfg.n_features
+        self.nets = [rep.model for rep in reps]
+        self.lookups = [
+            tf.Variable(
+                rep.label_to_bucket.astype(np.int32), trainable=False, name=f"label_r{r:02d}"
+            )
+            for r, rep in enumerate(reps)
+        ]  # R x [K] int32
+        self.feature_lookups = (
+            None
+            if cfg.feat_hash_dim is None
+            else [tf.Variable(rep.feature_to_slot, trainable=False) for rep in reps]
+        )  # R x [D] int32, or None without feature hashing
+        if self.merge_kind == "candidates":
+            offsets, labels = merge["inverse"]
+            self.bucket_offsets = tf.Variable(offsets, trainable=False)  # [R*B+1] int64
+            self.bucket_labels = tf.Variable(labels, trainable=False)  # [R*K] int64
+        sizes = [cfg.input_dim(), *cfg.hidden, cfg.B]
+        self.layers = [_layers(net, sizes) for net in self.nets]
+        if forward == "auto":
+            forward = "layers" if self._layers_match_model() else "model"
+        self.forward_kind = forward
+        self.metadata_json = json.dumps({**metadata, "forward": forward}, sort_keys=True)
+        self.metadata = tf.Variable(self.metadata_json, trainable=False)  # read back after loading
+
+    def _layers_match_model(self) -> bool:
+        """Whether the sparse-first-layer forward equals the model's own call on a probe batch."""
+        if any(layers is None for layers in self.layers):
+            return False
+        rng = np.random.default_rng(0)
+        n = min(self.D, 16)
+        indices = np.concatenate([rng.choice(self.D, n, replace=False) for _ in range(4)])
+        args = (tf.constant(indices), tf.constant(rng.random(4 * n, np.float32) + 0.5))
+        args += (tf.constant(np.arange(5) * n, tf.int64),)
+        ours = self._logits(*args, "layers")
+        theirs = self._logits(*args, "model")
+        return all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(ours, theirs))
+
+    def _logits(self, indices, values, row_splits, forward: str) -> list[tf.Tensor]:
+        """R x [batch, B] float32 logits of raw rows, normalised and hashed as in training."""
+        checks = [
+            tf.debugging.assert_greater_equal(
+                tf.size(row_splits), 1, "row_splits must have batch + 1 >= 1 entries"
+            ),
+            tf.debugging.assert_non_negative(indices, "feature ids must be >= 0 (0-based)"),
+            tf.debugging.assert_less(
+                indices, tf.constant(self.D, tf.int64), f"feature ids must be < n_features={self.D}"
+            ),
+            tf.debugging.assert_all_finite(values, "feature values must be finite"),
+        ]
+        with tf.control_dependencies(checks):  # our messages, before a gather fails on a bad id
+            indices = tf.identity(indices)
+        batch = tf.size(row_splits, out_type=tf.int64) - 1
+        parsed = {
+            "feat_idx": tf.RaggedTensor.from_row_splits(indices, row_splits).to_sparse(),
+            "feat_val": tf.RaggedTensor.from_row_splits(values, row_splits).to_sparse(),
+            "labels": tf.SparseTensor(
+                tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.int64), tf.stack([batch, 0])
+            ),
+        }
+        out, inputs = [], None
+        for r, net in enumerate(self.nets):
+            if inputs is None or self.feature_lookups is not None:
+                inputs, _ = rows_to_model_input(
+                    parsed,
+                    self.lookups[r],
+                    self.B,
+                    self.cfg.input_dim(),
+                    None if self.feature_lookups is None else self.feature_lookups[r],
+                    self.cfg.normalize,
+                )  # without feature hashing, one input serves all R
+            if forward == "model":
+                out.append(net(inputs))
+                continue
+            # The first layer reads only the rows of the features present (the model densifies narrow
+            # inputs, which reads all of w0: 2 MB per repetition for one Delicious row).
+            (w0, b0), *rest = self.layers[r]
+            x = tf.sparse.sparse_dense_matmul(inputs, w0) + b0
+            for w, b in rest:
+                x = tf.matmul(tf.nn.relu(x), w) + b
+            out.append(x)
+        return out
+
+    def _topk(self, indices, values, row_splits) -> dict:
+        logits = self._logits(indices, values, row_splits, self.forward_kind)
+        logits = [bucket_scores(x, self.cfg.merge, self.cfg.loss) for x in logits]
+        if self.merge_kind == "exact":
+            labels, scores = exact_topk(logits, self.lookups, self.k)
+        else:
+            labels, scores = candidate_topk(
+                tf.stack(logits, axis=1),
+                self.lookups,
+                self.bucket_offsets,
+                self.bucket_labels,
+                self.k,
+                self.m,
+                self.min_freq,
+            )
+        if self.cfg.merge == "probs":
+            # The paper's estimate of P(c), an increasing map of the summed probabilities (mach.merge).
+            estimate = self.B / (self.B - 1) * (tf.cast(scores, tf.float64) / self.R - 1.0 / self.B)
+            scores = tf.cast(estimate, tf.float32)
+        return {"labels": labels, "scores": scores}
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int64, name="indices"),
+            tf.TensorSpec([None], tf.float32, name="values"),
+            tf.TensorSpec([None], tf.int64, name="row_splits"),
+        ]
+    )
+    def serve(self, indices, values, row_splits):
+        return self._topk(indices, values, row_splits)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="lines")])
+    def predict_lines(self, lines):
+        return self._topk(*parse_lines(lines, self.line_format, self.D))
+
+
+def global_inverse(bucket_offsets: np.ndarray, bucket_labels: np.ndarray):
+    """R CSR inverses ([R, B+1] and [R, K] int64) end to end: offsets [R*B+1] and labels [R*K] int64."""
+    R, K = bucket_labels.shape
+    shifted = bucket_offsets[:, :-1] + K * np.arange(R, dtype=np.int64)[:, None]
+    return np.append(shifted.ravel(), R * K).astype(np.int64), bucket_labels.ravel().astype(
+        np.int64
+    )
+
+
+def next_version(base: Path) -> int:
+    """1, or one more than the largest numbered version under base (TensorFlow Serving's layout)."""
+    versions = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def save(module: ServingModel, base: Path, version: int | None) -> Path:
+    """Write the SavedModel to base/<version>/, all at once: TensorFlow Serving polls base and must
+    never see a half-written version. Returns the version directory."""
+    base.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(base)
+    version = next_version(base) if version is None else version
+    final = base / str(version)
+    if final.exists():
+        raise ValueError(
+            f"{final} exists; omit --version to write version {next_version(base)}, or remove it"
+        )
+    tmp = base / f".{version}.tmp-{os.getpid()}"
+    try:
+        signatures = {"serving_default": module.serve, "predict_lines": module.predict_lines}
+        if module.line_format is None:
+            del signatures["predict_lines"]
+        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        (tmp / "assets.extra").mkdir()
+        (tmp / "assets.extra" / METADATA_FILE).write_text(
+            json.dumps(
+                {**json.loads(module.metadata_json), "version": version}, indent=2, sort_keys=True
+            )
+            + "\n"
+        )
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def build(cfg, reps, k: int, merge: dict, inverse, forward: str = "auto") -> ServingModel:
+    """The ServingModel of loaded repetitions (mach.evaluation.TrainedRepetition) with its metadata.
+
+    inverse: (bucket_offsets [R, B+1], bucket_labels [R, K]) int64, for the candidate merge only.
+    """
+    if not 1 <= k <= cfg.n_classes:
+        raise ValueError(f"top_k={k}: expected 1 <= k <= n_classes={cfg.n_classes}")
+    merge = dict(merge)
+    if merge["kind"] == "candidates":
+        merge["inverse"] = global_inverse(*inverse)  # [R*B+1], [R*K] int64
+    metadata = {
+        "schema": SCHEMA,
+        "dataset": cfg.name,
+        "R": len(reps),
+        "B": cfg.B,
+        "n_classes": cfg.n_classes,
+        "n_features": cfg.n_features,
+        "feat_hash_dim": cfg.feat_hash_dim,
+        "normalize": cfg.normalize,
+        "score": cfg.merge,
+        "k": k,
+        "merge": {key: v for key, v in merge.items() if key != "inverse"},
+        "exact_merge_max_k": EXACT_MERGE_MAX_K,
+        "line_format": cfg.format if cfg.format in LINE_FORMATS else None,
+        "feature_ids": "0-based (a libsvm file's index i is feature i-1)",
+        "checkpoints": [rep.checkpoint_path for rep in reps],
+        "tensorflow": tf.__version__,
+        "config": dataclasses.asdict(cfg),
+    }
+    return ServingModel(cfg, reps, k, merge, metadata, forward)
