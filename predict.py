@@ -1,0 +1,109 @@
+"""Top-k labels of new rows with a trained MACH model: an exported SavedModel, or a work directory.
+
+    python predict.py --model models/delicious --input rows.txt --top-k 5 > predictions.jsonl
+
+Rows are in the training text format (`l1,l2 i:v i:v ...`, or ` i:v ...` without labels; labels are
+ignored), from a file, a .gz or stdin (`--input -`, the default). Output: one JSON line per row,
+{"line": N, "labels": [...], "scores": [...]} (and "names" with --label-names), or TSV with
+--output out.tsv. --model is an export.py directory (its newest version) or a trained run directory
+such as work/delicious/B128-hs0-fhnone, which uses the R checkpoints and the compiled merge kernel.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import config
+from mach.cli import run_main
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", required=True, type=Path, help="SavedModel or run directory")
+    parser.add_argument("--input", default="-", help="rows to predict: a file, a .gz or - (stdin)")
+    parser.add_argument(
+        "--top-k", type=int, help="labels per row (default: the model's k, Config.top_k)"
+    )
+    parser.add_argument(
+        "--format",
+        choices=["xc", "libsvm", "vw"],
+        help="text format of the rows (default: the format the model was trained on)",
+    )
+    parser.add_argument("--label-names", type=Path, help="text file, line i naming label i")
+    parser.add_argument("--output", help="output file (default: stdout); .tsv writes TSV")
+    parser.add_argument("--output-format", choices=["jsonl", "tsv"], help="override the extension")
+    parser.add_argument("--batch-size", type=int, default=256, help="rows per model call")
+    parser.add_argument(
+        "--skip-bad", action="store_true", help="leave out malformed rows and count them"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    args = parser.parse_args(argv)
+    # Predictions may go to stdout, so logs and progress go to stderr.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s", force=True)
+    log = logging.getLogger("mach").info
+    return run_main(lambda: _predict(args, log))
+
+
+def _predict(args, log) -> int:
+    from mach import predict
+
+    if args.batch_size < 1 or args.threads < 0:
+        raise ValueError("--batch-size must be >= 1 and --threads >= 0")
+    kind, path = predict.find_model(args.model)
+    start = time.time()
+    if kind == "savedmodel":
+        predictor = predict.SavedModelPredictor(path, args.threads)
+        k = predictor.k if args.top_k is None else args.top_k
+        if not 1 <= k <= predictor.k:
+            raise ValueError(
+                f"--top-k {k}: {path} was exported with k={predictor.k}; pass --top-k <= "
+                f"{predictor.k}, or export again with --set top_k={k}"
+            )
+    else:
+        cfg = predict.config_of_run(config.Config, path, args.threads)
+        k = cfg.top_k if args.top_k is None else args.top_k
+        predictor = predict.WorkDirPredictor(cfg, k, log)
+    log(f"model={path} kind={kind} k={k} seconds={time.time() - start:.1f}")
+    names = None
+    if args.label_names is not None:
+        names = predict.load_label_names(args.label_names, predictor.n_classes)
+    fmt = args.format or predictor.format
+    counts = predict.Counts()
+    out_format = predict.output_format(args.output, args.output_format)
+    target = None if args.output is None else Path(args.output)
+    tmp = None if target is None else predict.temporary_output(target)
+    start = time.time()
+    try:
+        with (
+            predict.open_input(args.input) as stream,
+            open(tmp, "w") if tmp else contextlib.nullcontext(sys.stdout) as out,
+        ):
+            rows = predict.read_rows(
+                stream, args.input, fmt, predictor.n_features, args.skip_bad, counts
+            )
+            writer = predict.Writer(out, out_format, names)
+            predict.predict_rows(predictor, rows, k, args.batch_size, writer, counts, log)
+        if tmp:
+            os.replace(tmp, target)
+    finally:
+        if tmp:
+            tmp.unlink(missing_ok=True)
+    seconds = time.time() - start
+    log(
+        f"predicted rows={counts.rows} skipped={counts.skipped} seconds={seconds:.2f} "
+        f"rows_per_s={counts.rows / max(seconds, 1e-9):.0f}"
+        + (f" output={target}" if target else "")
+    )
+    if counts.skipped:
+        log(f"first skipped row: {counts.first_skipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
