@@ -93,6 +93,9 @@ class Config:
     shuffle_buffer: int = 100_000
     # checkpoints kept per repetition; 0 = every epoch
     keep_checkpoints: int = 2
+    # lazy Adam on the first layer: only the rows of features in the batch change (its gradient is
+    # sparse); "on", "off" (dense gradient and Adam, as the official code), "auto" = on above 50,000 inputs
+    sparse_first_layer: str = "auto"
 
     # eval
     # k of the top-k kept by the merge; metrics are reported at 1, 3, 5 (those <= top_k) and top_k

@@ -127,8 +127,11 @@ def test_training_lowers_the_loss(tiny_cfg):
     assert list((cfg.log_dir() / "tensorboard" / "r01").iterdir())
 
 
-def test_grouping_does_not_change_results(tiny_cfg, tmp_path):
-    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, dropout=0.2))
+@pytest.mark.parametrize("sparse_first_layer", ["off", "on"])
+def test_grouping_does_not_change_results(tiny_cfg, tmp_path, sparse_first_layer):
+    cfg, manifest = preprocess(
+        dataclasses.replace(tiny_cfg, dropout=0.2, sparse_first_layer=sparse_first_layer)
+    )
     together = trained_weights(cfg, manifest, [[0, 1]])
     cfg2, manifest2 = preprocess(dataclasses.replace(cfg, work_dir=str(tmp_path / "apart")))
     apart = trained_weights(cfg2, manifest2, [[1], [0]])
@@ -138,8 +141,13 @@ def test_grouping_does_not_change_results(tiny_cfg, tmp_path):
     assert not np.allclose(together[0][-1], together[1][-1])  # but the repetitions differ
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_cfg, tmp_path, monkeypatch):
-    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=3, dropout=0.1))
+@pytest.mark.parametrize("sparse_first_layer", ["off", "on"])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(
+    tiny_cfg, tmp_path, monkeypatch, sparse_first_layer
+):
+    cfg, manifest = preprocess(
+        dataclasses.replace(tiny_cfg, epochs=3, dropout=0.1, sparse_first_layer=sparse_first_layer)
+    )
     uninterrupted = trained_weights(cfg, manifest, [[0, 1]])
 
     cfg2, manifest2 = preprocess(dataclasses.replace(cfg, work_dir=str(tmp_path / "killed")))
@@ -177,18 +185,6 @@ def test_resume_refuses_a_checkpoint_of_another_model(tiny_cfg):
     train_repetitions(cfg, [0], manifest, False, quiet)
     with pytest.raises(ValueError, match=r"cannot resume .*hidden: checkpoint \[16\] vs now \[8\]"):
         train_repetitions(dataclasses.replace(cfg, hidden=(8,)), [0], manifest, True, quiet)
-
-
-def test_dense_and_sparse_first_layer_agree(monkeypatch):
-    import mach.model
-
-    x = tf.SparseTensor(
-        [[0, 1], [0, 1], [1, 4]], [1.0, 2.0, 0.5], [2, 6]
-    )  # a duplicate entry adds up
-    model = MachNet(6, (4,), 3, 0.0, 0, 0)
-    dense = model(x).numpy()
-    monkeypatch.setattr(mach.model, "DENSE_INPUT_MAX", 0)
-    np.testing.assert_allclose(model(x).numpy(), dense, rtol=1e-6)
 
 
 def test_max_normalisation_makes_binary_rows_binary_again():

@@ -18,6 +18,7 @@ CHOICES = {
     "normalize": ("l2", "max", "none"),
     "format": ("xc", "libsvm", "vw"),
     "recipe": ("improved", "official", "precursor"),
+    "sparse_first_layer": ("auto", "on", "off"),
 }
 
 

@@ -15,7 +15,15 @@ def repetition_seed(seed: int, r: int, *salt: int) -> int:
     return value
 
 
-DENSE_INPUT_MAX = 4096  # input widths up to this are densified per batch before the first matmul
+# sparse_first_layer="auto" trains the first layer sparsely above this input width (bench/efficiency.py).
+SPARSE_FIRST_LAYER_MIN = 50_000
+
+
+def use_sparse_first_layer(setting: str, input_dim: int) -> bool:
+    """Config.sparse_first_layer ("on", "off", "auto") for an input layer of width input_dim."""
+    if setting not in ("on", "off", "auto"):
+        raise ValueError(f"sparse_first_layer={setting!r}: expected 'on', 'off' or 'auto'")
+    return setting == "on" or (setting == "auto" and input_dim > SPARSE_FIRST_LAYER_MIN)
 
 
 # The official code: tf.truncated_normal(stddev=0.05) for weights and biases; the precursor: 0.01, zero biases.
@@ -45,8 +53,56 @@ def initial_values(fan_in: int, fan_out: int, seed: list[int], recipe: str):
     return w, tf.zeros([fan_out])
 
 
+def _csr(indices: tf.Tensor, values: tf.Tensor, dense_shape: tf.Tensor) -> tf.Tensor:
+    return tf.raw_ops.SparseTensorToCSRSparseMatrix(
+        indices=indices, values=values, dense_shape=dense_shape
+    )
+
+
+def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, sparse_gradient: bool) -> tf.Tensor:
+    """inputs [batch, D] @ w [D, H] -> [batch, H] float32, forward and backward O(non-zeros x H).
+
+    inputs' entries must come row by row (as tf.io.parse_example and rows_to_model_input give them);
+    within a row any order, and duplicates add up.  The gradient of w is dense [D, H], or with
+    sparse_gradient a tf.IndexedSlices holding each of the batch's distinct features once.
+    """
+    rows, features = inputs.indices[:, 0], inputs.indices[:, 1]
+    # The CSR conversion takes rows in order without checking; out of order they would give wrong sums.
+    check = tf.debugging.assert_greater_equal(
+        rows[1:], rows[:-1], message="sparse inputs must come row by row (tf.sparse.reorder them)"
+    )
+    with tf.control_dependencies([check]):
+        # CSR kernels: on CPU ~3x (D=500) to ~20x (D=1e5) faster than tf.sparse.sparse_dense_matmul.
+        matrix = _csr(inputs.indices, inputs.values, inputs.dense_shape)
+
+    @tf.custom_gradient
+    def product(dense_w):
+        def grad(dy):  # dy [batch, H]
+            if not sparse_gradient:
+                transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=tf.float32)
+                return tf.raw_ops.SparseMatrixMatMul(a=transposed, b=dy)  # [D, H]
+            distinct, position = tf.unique(features, out_idx=tf.int64)
+            compact = _csr(
+                tf.stack([rows, position], axis=1),
+                inputs.values,
+                tf.stack([inputs.dense_shape[0], tf.size(distinct, out_type=tf.int64)]),
+            )
+            transposed = tf.raw_ops.SparseMatrixTranspose(input=compact, type=tf.float32)
+            rows_grad = tf.raw_ops.SparseMatrixMatMul(a=transposed, b=dy)  # [n_distinct, H]
+            return tf.IndexedSlices(rows_grad, distinct, tf.shape(dense_w, out_type=tf.int64))
+
+        return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense_w), grad
+
+    return product(tf.convert_to_tensor(w))
+
+
 class MachNet(tf.Module):
-    """Feed-forward net of one repetition.  Initialisation depends only on (seed, r)."""
+    """Feed-forward net of one repetition.  Initialisation depends only on (seed, r).
+
+    sparse_first_layer: the first layer's gradient is a tf.IndexedSlices over the rows of the features
+    present in the batch (which Adam then updates lazily) instead of a dense [input_dim, hidden] tensor.
+    The logits are the same either way.
+    """
 
     def __init__(
         self,
@@ -57,8 +113,10 @@ class MachNet(tf.Module):
         seed: int,
         r: int,
         recipe: str = "improved",
+        sparse_first_layer: bool = False,
     ):
         super().__init__(name=f"mach_r{r:02d}")
+        self.sparse_first_layer = sparse_first_layer
         self.dropout, self.dropout_seed = dropout, repetition_seed(seed, r, 7)
         sizes = [input_dim, *hidden, B]
         self.weights_, self.biases = [], []
@@ -69,13 +127,7 @@ class MachNet(tf.Module):
 
     def __call__(self, inputs: tf.SparseTensor, step: tf.Tensor | None = None) -> tf.Tensor:
         """Sparse [batch, input_dim] -> logits [batch, B].  A step turns on dropout (seeded by it)."""
-        if self.weights_[0].shape[0] <= DENSE_INPUT_MAX:
-            # Narrow inputs: a dense matmul (and its gradient) is ~2x faster than the sparse one on CPU;
-            # scatter_nd adds up duplicate (row, feature) entries just as the sparse matmul does.
-            dense = tf.scatter_nd(inputs.indices, inputs.values, inputs.dense_shape)
-            x = tf.matmul(dense, self.weights_[0]) + self.biases[0]
-        else:
-            x = tf.sparse.sparse_dense_matmul(inputs, self.weights_[0]) + self.biases[0]
+        x = self.first_layer(inputs)
         for layer in range(1, len(self.weights_)):
             x = tf.nn.relu(x)
             if step is not None and self.dropout > 0:
@@ -86,6 +138,10 @@ class MachNet(tf.Module):
                 x = tf.nn.experimental.stateless_dropout(x, self.dropout, seed=seed)
             x = tf.matmul(x, self.weights_[layer]) + self.biases[layer]
         return x
+
+    def first_layer(self, inputs: tf.SparseTensor) -> tf.Tensor:
+        """Sparse [batch, input_dim] -> [batch, hidden[0]] (or B) float32, before the ReLU."""
+        return sparse_matmul(inputs, self.weights_[0], self.sparse_first_layer) + self.biases[0]
 
     def n_params(self) -> int:
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))
@@ -117,9 +173,30 @@ def bucket_loss(
     return tf.reduce_sum(per_row * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
 
 
+class _RowScratch:
+    """Rows of a variable and of its two moments, gathered for a lazy update ([None, width] float32).
+
+    A plain object rather than a tf.Module, so checkpoints hold exactly what dense Adam's hold.
+    """
+
+    def __init__(self, width: int):
+        self.var, self.m, self.v = (
+            tf.Variable(tf.zeros([0, width]), shape=[None, width], trainable=False)
+            for _ in range(3)
+        )
+
+
 class Adam(tf.Module):
     """Adam (Kingma & Ba 2015) over one repetition's variables; its state lives in tf.Variables so that
-    tf.train.Checkpoint saves and restores it with the model."""
+    tf.train.Checkpoint saves and restores it with the model.
+
+    A sparse gradient (tf.IndexedSlices, from MachNet's sparse first layer) gets the lazy update of TF1's
+    LazyAdamOptimizer: only the rows it names change, in the weights and in both moments.  Dense Adam
+    would also decay m and v of every other row and move those rows by lr_t * m / (sqrt(v) + epsilon)
+    while their moments are non-zero.  The two agree when every row is in every gradient; otherwise a
+    row that is absent from a step keeps its weights and moments, and is bias-corrected with the global
+    step when it next appears.
+    """
 
     def __init__(
         self, variables: list[tf.Variable], lr: float, beta1=0.9, beta2=0.999, epsilon=1e-7
@@ -129,11 +206,20 @@ class Adam(tf.Module):
         self.iterations = tf.Variable(0, dtype=tf.int64, name="iterations")
         self.m = [tf.Variable(tf.zeros_like(v), name="m") for v in variables]
         self.v = [tf.Variable(tf.zeros_like(v), name="v") for v in variables]
+        # Empty until a sparse gradient comes; made here so no tf.function creates variables.
+        self._scratch = [_RowScratch(v.shape[1]) if v.shape.rank == 2 else None for v in variables]
 
     def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
-        for g, var, m, v in zip(grads, variables, self.m, self.v):
+        for i, (g, var, m, v) in enumerate(zip(grads, variables, self.m, self.v)):
+            rows = None
+            if isinstance(g, tf.IndexedSlices):
+                # Lazy: the fused kernel updates gathered copies of the rows, which go back in place.
+                rows, g, scratch = g.indices, g.values, self._scratch[i]
+                for full, part in ((var, scratch.var), (m, scratch.m), (v, scratch.v)):
+                    part.assign(tf.gather(full, rows))
+                var, m, v = scratch.var, scratch.m, scratch.v
             # The fused kernel does the whole update in one op (the plain formula costs ~8 ops per variable).
             tf.raw_ops.ResourceApplyAdam(
                 var=var.handle,
@@ -147,3 +233,7 @@ class Adam(tf.Module):
                 epsilon=tf.constant(self.epsilon, tf.float32),
                 grad=g,
             )
+            if rows is not None:
+                # The rows are distinct (MachNet's gradient holds each feature once), so no write is lost.
+                for full, part in ((variables[i], var), (self.m[i], m), (self.v[i], v)):
+                    full.scatter_update(tf.IndexedSlices(part.read_value(), rows))

@@ -25,7 +25,7 @@ from mach.checkpoints import (
 from mach.data import read_rows, rows_to_model_input, tfrecord_files
 from mach.files import read_json, write_json_atomic
 from mach.identity import check_checkpoint_config, model_identity
-from mach.model import Adam, MachNet, bucket_loss, repetition_seed
+from mach.model import Adam, MachNet, bucket_loss, repetition_seed, use_sparse_first_layer
 from mach.prepare import load_lookups
 
 
@@ -36,7 +36,14 @@ class Repetition:
         self.r = r
         self.label_to_bucket, self.feature_to_slot, self.lookup_sha256 = load_lookups(cfg, r)
         self.model = MachNet(
-            cfg.input_dim(), cfg.hidden, cfg.B, cfg.dropout, cfg.seed, r, cfg.recipe
+            cfg.input_dim(),
+            cfg.hidden,
+            cfg.B,
+            cfg.dropout,
+            cfg.seed,
+            r,
+            cfg.recipe,
+            use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim()),
         )
         self.optimizer = Adam(self.model.trainable_variables, cfg.lr, epsilon=cfg.adam_epsilon)
         self.epoch = tf.Variable(0, dtype=tf.int64, name="epochs_done")
@@ -189,6 +196,12 @@ def train_repetitions(
     log(
         f"train_rows={rows} rows_without_labels_weight_0={data_manifest['train']['rows_without_labels']} "
         f"steps_per_epoch={steps_per_epoch} repetitions={','.join(map(str, repetitions))}"
+    )
+    # On: the first layer reads, and Adam updates, only the rows of the features in each batch.
+    sparse = use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim())
+    log(
+        f"input_dim={cfg.input_dim()} sparse_first_layer={cfg.sparse_first_layer} "
+        f"first_layer_update={'lazy_adam' if sparse else 'dense_adam'}"
     )
     locks = []
     try:
