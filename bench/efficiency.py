@@ -1,0 +1,393 @@
+"""Training efficiency on this machine: matmul peak, useful FLOP/s, and today's path beside the new one.
+
+    python bench/efficiency.py --quick     # a short check (~4 min on 2 cores)
+    python bench/efficiency.py             # the full run (~25 min; D = 1e6 needs ~10 GB of memory)
+
+Every figure is a best of --repeats, with the variants of a table measured in turn within each repeat, so
+a busy machine slows them alike and the ratios hold. "today" is the first layer before issue #12
+(densified up to 4,096 inputs, else tf.sparse.sparse_dense_matmul; dense gradient, dense Adam). Useful
+FLOPs count non-zero work only: per row 2 x 2 nnz x hidden for the first layer (forward and weight
+gradient), 3 x 2 fan_in x fan_out for every other layer.
+
+1. The Delicious preset's train step (D=500, 18 non-zeros per row, hidden (1024, 512), B=128, dropout
+   0.5, batch 256, R repetitions in one step) on synthetic batches, through mach.training's own step,
+   beside the means of issue #12 that were tried and not kept (jit_compile, bfloat16, stacked weights).
+2. The Delicious training loop: train_repetitions on the bundled data (R repetitions, the second of two
+   epochs timed, input pipeline included), today's first layer vs the new one.
+3. Wide inputs (D = 1e3 .. 1e6 at --nnz non-zeros per row, one repetition): examples/s of today's path,
+   of the CSR first layer with dense Adam (sparse_first_layer off) and with lazy Adam (on).
+4. With --allocators: section 3 for --allocator-D in child processes, alternately with TensorFlow's
+   default CPU allocator and with TF_CPU_ALLOCATOR_USE_BFC=true (a caching allocator: large tensors skip
+   the page faults of fresh memory).
+The matmul peak (tf.matmul of two 2048x2048 float32 matrices) is sampled between all measurements.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import tensorflow as tf
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # config.py lives at the repository root
+
+import config
+import mach.training
+from mach.model import Adam, MachNet
+
+# (today's first layer, sparse_first_layer) of each path compared.
+PATHS = {
+    "today": (True, False),
+    "CSR first layer, dense Adam": (False, False),
+    "CSR first layer, lazy Adam": (False, True),
+}
+
+
+class BenchNet(MachNet):
+    """MachNet whose first layer can also run as it did before issue #12."""
+
+    today = False
+
+    def first_layer(self, inputs):
+        if not self.today:
+            return super().first_layer(inputs)
+        if self.weights_[0].shape[0] <= 4096:
+            dense = tf.scatter_nd(inputs.indices, inputs.values, inputs.dense_shape)
+            return tf.matmul(dense, self.weights_[0]) + self.biases[0]
+        return tf.sparse.sparse_dense_matmul(inputs, self.weights_[0]) + self.biases[0]
+
+
+class TodayNet(BenchNet):
+    today = True
+
+
+def cpu_name() -> str:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
+    return names[0] if names else "unknown CPU"
+
+
+def synthetic_batch(rng, batch: int, D: int, nnz: int, B: int):
+    """(sparse inputs [batch, D] with nnz distinct features per row, one-hot buckets [batch, B] float32)."""
+    cols = np.sort(np.stack([rng.choice(D, nnz, replace=False) for _ in range(batch)]), axis=1)
+    indices = np.stack([np.repeat(np.arange(batch), nnz), cols.ravel()], axis=1)
+    values = rng.random(batch * nnz, dtype=np.float32)
+    return tf.SparseTensor(indices, values, [batch, D]), tf.one_hot(rng.integers(0, B, batch), B)
+
+
+def useful_flop(rows: float, nnz: float, sizes: list[int]) -> float:
+    rest = sum(a * b for a, b in zip(sizes[1:-1], sizes[2:]))
+    return rows * (4 * nnz * sizes[1] + 6 * rest)
+
+
+def repetitions(n: int, D: int, hidden, B: int, dropout: float):
+    reps = []
+    for r in range(n):
+        model = BenchNet(D, tuple(hidden), B, dropout, 0, r)
+        reps.append(SimpleNamespace(model=model, optimizer=Adam(model.trainable_variables, 1e-3)))
+    return reps
+
+
+def project_step(reps, path: str, batches):
+    """mach.training's train step traced on batches with the first layer of `path`; the repetitions'
+    variables can serve several paths, as each trace keeps the mode it was traced with."""
+    for rep in reps:
+        rep.model.today, rep.model.sparse_first_layer = PATHS[path]
+    step = mach.training._make_train_step(config.Config(loss="softmax"), reps)
+    step(batches)
+    return step
+
+
+def matmul_peak(peaks: list) -> None:
+    """Appends the GFLOP/s of one 2048x2048 float32 tf.matmul, best of 2."""
+    a = tf.random.normal([2048, 2048])
+    best = float("inf")
+    for _ in range(2):
+        start = time.perf_counter()
+        tf.matmul(a, a).numpy()
+        best = min(best, time.perf_counter() - start)
+    peaks.append(2 * 2048**3 / best / 1e9)
+
+
+def best_times(variants: dict, batches: list, steps: int, repeats: int, peaks: list) -> dict:
+    """Seconds per step of each variant: best of repeats, variants in turn within each repeat."""
+    best = {name: float("inf") for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            matmul_peak(peaks)
+            start = time.perf_counter()
+            for i in range(steps):
+                out = run(batches[i % len(batches)])
+            np.asarray(out)
+            best[name] = min(best[name], (time.perf_counter() - start) / steps)
+    return best
+
+
+def tried_steps(reps, batches):
+    """Means of issue #12 not kept, each on the Delicious step with today's first layer, traced."""
+    R, dropout = len(reps), reps[0].model.dropout
+    w = [[rep.model.weights_[i] for rep in reps] for i in range(3)]
+    b = [[rep.model.biases[i] for rep in reps] for i in range(3)]
+
+    def dense(x):
+        return tf.scatter_nd(x.indices, x.values, x.dense_shape)
+
+    def drop(x, r, layer):
+        return tf.nn.experimental.stateless_dropout(
+            x, dropout, seed=tf.constant([r, layer], tf.int64)
+        )
+
+    def mlp(x0, r, matmul=tf.matmul):
+        x = tf.matmul(x0, w[0][r]) + b[0][r]
+        for layer in (1, 2):
+            x = matmul(drop(tf.nn.relu(x), r, layer), w[layer][r]) + b[layer][r]
+        return x
+
+    def loss_of(logits, y):
+        return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(y, logits))
+
+    def apply(tape, loss):
+        variables = [rep.model.trainable_variables for rep in reps]
+        for rep, g, v in zip(reps, tape.gradient(loss, variables), variables):
+            rep.optimizer.apply(g, v)
+        return loss
+
+    @tf.function(jit_compile=True)
+    def xla(xs, ys):
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([loss_of(mlp(xs[r], r), ys[r]) for r in range(R)])
+        return apply(tape, loss)
+
+    def bf16_matmul(x, y):
+        return tf.cast(tf.matmul(tf.cast(x, tf.bfloat16), tf.cast(y, tf.bfloat16)), tf.float32)
+
+    @tf.function
+    def bf16(batches):
+        with tf.GradientTape() as tape:
+            losses = [loss_of(mlp(dense(x), r, bf16_matmul), y) for r, (x, y) in enumerate(batches)]
+            loss = tf.add_n(losses)
+        return apply(tape, loss)
+
+    @tf.function
+    def stacked(batches):
+        with tf.GradientTape() as tape:
+            xs = tf.stack([dense(x) for x, _ in batches])  # [R, batch, D] float32
+            x = tf.matmul(xs, tf.stack(w[0])) + tf.stack(b[0])[:, None]
+            for layer in (1, 2):
+                # Each repetition keeps its own dropout mask.
+                x = tf.stack([drop(tf.nn.relu(x[r]), r, layer) for r in range(R)])
+                x = tf.matmul(x, tf.stack(w[layer])) + tf.stack(b[layer])[:, None]
+            loss = tf.add_n([loss_of(x[r], y) for r, (_, y) in enumerate(batches)])
+        return apply(tape, loss)
+
+    steps = {
+        "jit_compile=True (XLA)": lambda bs: xla([dense(x) for x, _ in bs], [y for _, y in bs]),
+        "bfloat16 matmuls (layers 2, 3)": bf16,
+        "stacked [R, ...] weights, batched matmul": stacked,
+    }
+    for step in steps.values():
+        step(batches)
+    return steps
+
+
+def delicious_step_table(args, peaks: list) -> None:
+    D, nnz, hidden, B, batch, R = 500, 18, (1024, 512), 128, 256, args.R
+    rng = np.random.default_rng(0)
+    batches = [tuple(synthetic_batch(rng, batch, D, nnz, B) for _ in range(R)) for _ in range(4)]
+    reps = repetitions(R, D, hidden, B, 0.5)
+    variants = {path: project_step(reps, path, batches[0]) for path in PATHS}
+    if not args.skip_tried:
+        variants.update(tried_steps(reps, batches[0]))
+    best = best_times(variants, batches, args.steps, args.repeats, peaks)
+    flop = R * useful_flop(batch, nnz, [D, *hidden, B])
+
+    def table(peak):
+        print(
+            f"\n## 1. Delicious train step: R={R} x batch {batch}, D={D}, nnz={nnz}, hidden={hidden}"
+        )
+        print(f"useful GFLOP per step {flop / 1e9:.2f}\n")
+        print("| path | ms/step | speed vs today | useful GFLOP/s | fraction of peak |")
+        print("|---|---|---|---|---|")
+        for name, seconds in best.items():
+            print(
+                f"| {name} | {1e3 * seconds:.1f} | {best['today'] / seconds:.2f}x | "
+                f"{flop / seconds / 1e9:.0f} | {flop / seconds / 1e9 / peak:.2f} |"
+            )
+
+    return table
+
+
+def delicious_loop_table(args, peaks: list) -> None:
+    from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
+
+    def quiet(message):
+        pass
+
+    work = tempfile.mkdtemp(prefix="mach-efficiency-")
+    cfg = dataclasses.replace(
+        config.DATASETS["delicious"], work_dir=work, R=args.R, epochs=2, keep_checkpoints=1
+    )
+    manifest = prepare_tfrecords(cfg, quiet)
+    cfg = with_data_sizes(cfg, manifest)
+    prepare_lookups(cfg, quiet)
+    rows, nnz = manifest["train"]["rows"], manifest["train"]["features_per_row"]
+    nets = {"today": TodayNet, "new (CSR first layer, dense Adam)": MachNet}
+    best = {name: float("inf") for name in nets}
+    for _ in range(args.loop_repeats):
+        for name, net in nets.items():
+            matmul_peak(peaks)
+            mach.training.MachNet = net
+            messages = []
+            mach.training.train_repetitions(
+                cfg, list(range(args.R)), manifest, False, messages.append, overwrite=True
+            )
+            epoch2 = next(m for m in messages if m.startswith("r=0 epoch=2 "))
+            best[name] = min(best[name], float(re.search(r"seconds=([\d.]+)", epoch2).group(1)))
+    mach.training.MachNet = MachNet
+    flop = args.R * useful_flop(rows, nnz, [cfg.input_dim(), *cfg.hidden, cfg.B])
+
+    def table(peak):
+        print(
+            f"\n## 2. Delicious training loop: R={args.R}, {rows:,} rows of {nnz:.1f} non-zeros, "
+            "epoch 2 of 2 (input pipeline included)\n"
+        )
+        print(
+            "| path | s/epoch | speed vs today | ex/s (all R) | useful GFLOP/s | fraction of peak |"
+        )
+        print("|---|---|---|---|---|---|")
+        for name, seconds in best.items():
+            print(
+                f"| {name} | {seconds:.2f} | {best['today'] / seconds:.2f}x | "
+                f"{rows * args.R / seconds:,.0f} | {flop / seconds / 1e9:.0f} | "
+                f"{flop / seconds / 1e9 / peak:.2f} |"
+            )
+        new = best["new (CSR first layer, dense Adam)"]
+        print(f"(the preset's 10 epochs of R=16 at the new rate: {10 * new * 16 / args.R:.0f} s)")
+
+    return table
+
+
+def wide_rows(args, peaks: list) -> list[dict]:
+    rng = np.random.default_rng(1)
+    out = []
+    for D in args.D:
+        batches = [(synthetic_batch(rng, args.batch, D, args.nnz, args.B),) for _ in range(2)]
+        # One model for all paths, so memory holds one [D, hidden] set of weights and moments.
+        reps = repetitions(1, D, args.hidden, args.B, 0.0)
+        variants = {path: project_step(reps, path, batches[0]) for path in PATHS}
+        best = best_times(variants, batches, args.wide_steps, args.repeats, peaks)
+        assert all(step.experimental_get_tracing_count() == 1 for step in variants.values())
+        flop = useful_flop(args.batch, args.nnz, [D, *args.hidden, args.B])
+        out.append({"D": D, "ex_per_s": {k: args.batch / t for k, t in best.items()}, "flop": flop})
+        del reps, variants
+    return out
+
+
+def print_wide(args, rows: list[dict], peak: float, title: str) -> None:
+    print(
+        f"\n## {title}: nnz={args.nnz} per row, hidden={tuple(args.hidden)}, B={args.B}, "
+        f"batch {args.batch}, 1 repetition; examples/s (useful fraction of peak)\n"
+    )
+    print(f"| D | {' | '.join(rows[0]['ex_per_s'])} | lazy / today | lazy / dense Adam |")
+    print("|---|" + "---|" * (len(rows[0]["ex_per_s"]) + 2))
+    for row in rows:
+        rates = row["ex_per_s"]
+        cells = [
+            f"{v:,.0f} ({v / args.batch * row['flop'] / 1e9 / peak:.2f})" for v in rates.values()
+        ]
+        lazy, dense = rates["CSR first layer, lazy Adam"], rates["CSR first layer, dense Adam"]
+        print(
+            f"| {row['D']:,} | {' | '.join(cells)} | {lazy / rates['today']:.2f}x | "
+            f"{lazy / dense:.2f}x |",
+            flush=True,
+        )
+
+
+def allocator_table(args) -> None:
+    """Section 3 for --allocator-D in child processes, alternately without and with the BFC allocator."""
+    best = {}
+    for _ in range(args.loop_repeats):
+        for allocator in ("default", "bfc"):
+            env = dict(
+                os.environ, TF_CPU_ALLOCATOR_USE_BFC="true" if allocator == "bfc" else "false"
+            )
+            command = [sys.executable, __file__, "--child-wide", "--repeats", "2"]
+            command += ["--D", *map(str, args.allocator_D), "--B", str(args.B)]
+            child = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            for row in json.loads(child.stdout.splitlines()[-1]):
+                for path, rate in row["ex_per_s"].items():
+                    key = (row["D"], path, allocator)
+                    best[key] = max(best.get(key, 0.0), rate)
+    print(f"\n## 4. CPU allocator (child processes, alternately; B={args.B}): examples/s\n")
+    print("| D | path | default allocator | BFC allocator | BFC / default |")
+    print("|---|---|---|---|---|")
+    for D in args.allocator_D:
+        for path in PATHS:
+            plain, bfc = best[(D, path, "default")], best[(D, path, "bfc")]
+            print(f"| {D:,} | {path} | {plain:,.0f} | {bfc:,.0f} | {bfc / plain:.2f}x |")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="R=4, D up to 1e5, fewer repeats")
+    parser.add_argument("--R", type=int, help="repetitions trained together (16; --quick 4)")
+    parser.add_argument("--repeats", type=int, help="measurements per variant (8; --quick 3)")
+    parser.add_argument("--loop-repeats", type=int, help="training loops per path (2; --quick 1)")
+    parser.add_argument("--steps", type=int, default=3, help="Delicious steps per measurement")
+    parser.add_argument("--wide-steps", type=int, default=2, help="wide steps per measurement")
+    parser.add_argument("--D", type=int, nargs="+", help="input widths (1e3..1e6; --quick to 1e5)")
+    parser.add_argument("--nnz", type=int, default=100, help="non-zeros per row of the wide inputs")
+    parser.add_argument("--hidden", type=int, nargs="+", default=[500])
+    parser.add_argument("--B", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--skip", nargs="+", default=[], choices=["step", "tried", "loop", "wide"])
+    parser.add_argument("--allocators", action="store_true", help="add section 4")
+    parser.add_argument("--allocator-D", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--child-wide", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    full = dict(R=16, repeats=8, loop_repeats=2, D=[1_000, 10_000, 100_000, 1_000_000])
+    quick = dict(R=4, repeats=3, loop_repeats=1, D=[1_000, 10_000, 100_000])
+    for key, value in (quick if args.quick else full).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.skip_tried = "tried" in args.skip
+    peaks = []
+    if args.child_wide:
+        print(json.dumps(wide_rows(args, peaks)))
+        return 0
+    threads = tf.config.threading.get_intra_op_parallelism_threads() or "all"
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {threads} threads, TF {tf.__version__}")
+    # Tables are printed at the end, with fractions of the best peak of the whole run.
+    tables = []
+    if "step" not in args.skip:
+        tables.append(delicious_step_table(args, peaks))
+    if "loop" not in args.skip:
+        tables.append(delicious_loop_table(args, peaks))
+    if "wide" not in args.skip:
+        rows = wide_rows(args, peaks)
+        tables.append(lambda peak: print_wide(args, rows, peak, "3. Wide inputs"))
+    for table in tables:
+        table(max(peaks))
+    if args.allocators:
+        allocator_table(args)
+    if peaks:
+        print(
+            f"\nmatmul peak (2048x2048 float32): best {max(peaks):.0f} GFLOP/s, median "
+            f"{np.median(peaks):.0f} over {len(peaks)} samples taken between the measurements"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
