@@ -83,9 +83,9 @@ def _export(args, log) -> int:
     out = args.out if args.out is not None else Path("models") / cfg.name
     path = export.save(module, out, args.version)
     log(
-        f"exported={path} R={R} K={cfg.n_classes} k={cfg.top_k} merge={merge['kind']} "
-        + " ".join(f"{key}={v}" for key, v in merge.items() if key != "kind")
-        + f" forward={module.forward_kind} seconds={time.time() - start:.1f}"
+        f"exported={path} R={R} K={cfg.n_classes} k={cfg.top_k} merge={merge['kind']}"
+        + "".join(f" {key}={v}" for key, v in merge.items() if key != "kind")
+        + f" seconds={time.time() - start:.1f}"
     )
     signatures = "serving_default" + (", predict_lines" if module.line_format else "")
     log(f"signatures={signatures} (saved_model_cli show --dir {path} --all)")

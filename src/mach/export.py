@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -215,21 +214,10 @@ def parse_lines(lines: tf.Tensor, fmt: str, n_features: int):
     return indices, values, features.row_splits
 
 
-def _layers(model, sizes: list[int]):
-    """[(w, b), ...] of a MachNet whose variables chain input -> hidden -> B; None if laid out otherwise."""
-    ws, bs = getattr(model, "weights_", None), getattr(model, "biases", None)
-    if not isinstance(ws, Sequence) or not isinstance(bs, Sequence) or len(ws) != len(sizes) - 1:
-        return None
-    shapes = [(tuple(w.shape), tuple(b.shape)) for w, b in zip(ws, bs)]
-    if shapes != [((a, b), (b,)) for a, b in zip(sizes[:-1], sizes[1:])]:
-        return None
-    return list(zip(ws, bs))
-
-
 class ServingModel(tf.Module):
     """The exported object: R networks, their lookups, the merge; signatures serve and predict_lines."""
 
-    def __init__(self, cfg, reps, k: int, merge: dict, metadata: dict, forward: str = "auto"):
+    def __init__(self, cfg, reps, k: int, merge: dict, metadata: dict):
         super().__init__(name="mach_serving")
         # Plain values only: tf.Module would wrap dicts and lists of non-variables for tracking.
         self.cfg, self.k = cfg, k
@@ -253,33 +241,12 @@ class ServingModel(tf.Module):
             offsets, labels = merge["inverse"]
             self.bucket_offsets = tf.Variable(offsets, trainable=False)  # [R*B+1] int64
             self.bucket_labels = tf.Variable(labels, trainable=False)  # [R*K] int64
-        sizes = [cfg.input_dim(), *cfg.hidden, cfg.B]
-        self.layers = [_layers(net, sizes) for net in self.nets]
-        if forward == "auto":
-            forward = "layers" if self._layers_match_model() else "model"
-        self.forward_kind = forward
-        self.metadata_json = json.dumps({**metadata, "forward": forward}, sort_keys=True)
+        self.metadata_json = json.dumps(metadata, sort_keys=True)
         self.metadata = tf.Variable(self.metadata_json, trainable=False)  # read back after loading
 
-    def _layers_match_model(self) -> bool:
-        """Whether the sparse-first-layer forward equals the model's own call on a probe batch."""
-        if any(layers is None for layers in self.layers):
-            return False
-        rng = np.random.default_rng(0)
-        n = min(self.D, 16)
-        indices = np.concatenate([rng.choice(self.D, n, replace=False) for _ in range(4)])
-        args = (tf.constant(indices), tf.constant(rng.random(4 * n, np.float32) + 0.5))
-        args += (tf.constant(np.arange(5) * n, tf.int64),)
-        ours = self._logits(*args, "layers")
-        theirs = self._logits(*args, "model")
-        return all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(ours, theirs))
-
-    def _logits(self, indices, values, row_splits, forward: str) -> list[tf.Tensor]:
+    def _logits(self, indices, values, row_splits) -> list[tf.Tensor]:
         """R x [batch, B] float32 logits of raw rows, normalised and hashed as in training."""
         checks = [
-            tf.debugging.assert_greater_equal(
-                tf.size(row_splits), 1, "row_splits must have batch + 1 >= 1 entries"
-            ),
             tf.debugging.assert_non_negative(indices, "feature ids must be >= 0 (0-based)"),
             tf.debugging.assert_less(
                 indices, tf.constant(self.D, tf.int64), f"feature ids must be < n_features={self.D}"
@@ -307,20 +274,27 @@ class ServingModel(tf.Module):
                     None if self.feature_lookups is None else self.feature_lookups[r],
                     self.cfg.normalize,
                 )  # without feature hashing, one input serves all R
-            if forward == "model":
-                out.append(net(inputs))
-                continue
-            # The first layer reads only the rows of the features present (the model densifies narrow
-            # inputs, which reads all of w0: 2 MB per repetition for one Delicious row).
-            (w0, b0), *rest = self.layers[r]
-            x = tf.sparse.sparse_dense_matmul(inputs, w0) + b0
-            for w, b in rest:
-                x = tf.matmul(tf.nn.relu(x), w) + b
-            out.append(x)
+            out.append(net(inputs))  # each network's own call, as evaluation runs it
         return out
 
     def _topk(self, indices, values, row_splits) -> dict:
-        logits = self._logits(indices, values, row_splits, self.forward_kind)
+        check = tf.debugging.assert_greater_equal(
+            tf.size(row_splits), 1, "row_splits must have batch + 1 >= 1 entries"
+        )
+        with tf.control_dependencies([check]):
+            row_splits = tf.identity(row_splits)
+        # An empty batch never reaches the networks: sparse kernels may divide by the batch size.
+        return tf.cond(
+            tf.size(row_splits) > 1,
+            lambda: self._nonempty_topk(indices, values, row_splits),
+            lambda: {
+                "labels": tf.zeros([0, self.k], tf.int64),
+                "scores": tf.zeros([0, self.k], tf.float32),
+            },
+        )
+
+    def _nonempty_topk(self, indices, values, row_splits) -> dict:
+        logits = self._logits(indices, values, row_splits)
         logits = [bucket_scores(x, self.cfg.merge, self.cfg.loss) for x in logits]
         if self.merge_kind == "exact":
             labels, scores = exact_topk(logits, self.lookups, self.k)
@@ -386,7 +360,9 @@ def save(module: ServingModel, base: Path, version: int | None) -> Path:
         signatures = {"serving_default": module.serve, "predict_lines": module.predict_lines}
         if module.line_format is None:
             del signatures["predict_lines"]
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        # Gradients are not served: a network with a custom gradient saves without its gradient function.
+        options = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+        tf.saved_model.save(module, str(tmp), signatures=signatures, options=options)
         (tmp / "assets.extra").mkdir()
         (tmp / "assets.extra" / METADATA_FILE).write_text(
             json.dumps(
@@ -400,7 +376,7 @@ def save(module: ServingModel, base: Path, version: int | None) -> Path:
     return final
 
 
-def build(cfg, reps, k: int, merge: dict, inverse, forward: str = "auto") -> ServingModel:
+def build(cfg, reps, k: int, merge: dict, inverse) -> ServingModel:
     """The ServingModel of loaded repetitions (mach.evaluation.TrainedRepetition) with its metadata.
 
     inverse: (bucket_offsets [R, B+1], bucket_labels [R, K]) int64, for the candidate merge only.
@@ -429,4 +405,4 @@ def build(cfg, reps, k: int, merge: dict, inverse, forward: str = "auto") -> Ser
         "tensorflow": tf.__version__,
         "config": dataclasses.asdict(cfg),
     }
-    return ServingModel(cfg, reps, k, merge, metadata, forward)
+    return ServingModel(cfg, reps, k, merge, metadata)
