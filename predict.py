@@ -1,6 +1,7 @@
 """Top-k labels of new rows with a trained MACH model: an exported SavedModel, or a work directory.
 
-    python predict.py --model models/delicious --input rows.txt --top-k 5 > predictions.jsonl
+    zcat data/delicious/Delicious_data.txt.gz | head -100 | python predict.py --model models/delicious
+    python predict.py --model models/delicious --input rows.txt.gz --top-k 3 --output top3.tsv
 
 Rows are in the training text format (`l1,l2 i:v i:v ...`, or ` i:v ...` without labels; labels are
 ignored), from a file, a .gz or stdin (`--input -`, the default). Output: one JSON line per row,

@@ -96,8 +96,9 @@ def test_work_directory_uses_the_kernel_and_equals_evaluate(model, tmp_path, cap
 def test_tsv_output_with_label_names_and_top_k(model, tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("".join(f"label {i}\n" for i in range(50)))
-    out = tmp_path / "out.tsv"
-    argv = ["--model", str(model["models"]), "--input", str(model["files"]["test"])]
+    out, rows = tmp_path / "out.tsv", tmp_path / "rows.gz"
+    rows.write_bytes(gzip.compress(model["files"]["test"].read_bytes()))
+    argv = ["--model", str(model["models"]), "--input", str(rows)]
     argv += ["--label-names", str(names), "--top-k", "3", "--output", str(out)]
     assert predict_script.main(argv) == 0
     lines = out.read_text().splitlines()
