@@ -102,7 +102,9 @@ class SavedModelPredictor:
         self.metadata = json.loads((path / "assets.extra" / "mach.json").read_text())
         self.k, self.format = self.metadata["k"], self.metadata["config"]["format"]
         self.n_features, self.n_classes = self.metadata["n_features"], self.metadata["n_classes"]
-        self.serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        # The loaded object owns the variables: keep it, not only its signature.
+        self.loaded = tf.saved_model.load(str(path))
+        self.serve = self.loaded.signatures["serving_default"]
 
     def predict(self, rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels [batch, k] int64 and scores [batch, k] float32 of parsed rows."""
