@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast lint clean
 
-$(STAMP): $(REQUIREMENTS) requirements-common.txt requirements-dev.txt setup.py pyproject.toml $(wildcard src/util/*.pyx src/util/*.h)
+$(STAMP): $(REQUIREMENTS) requirements-common.txt requirements-dev.txt requirements-ray.txt setup.py pyproject.toml $(wildcard src/util/*.pyx src/util/*.h)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt
+	$(BIN)/pip install --quiet -r $(REQUIREMENTS) -r requirements-dev.txt -r requirements-ray.txt
 	$(BIN)/pip install --quiet --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -2,6 +2,7 @@
 
 pip install -e .            # CPU (tensorflow-cpu)
 pip install -e .[gpu]       # GPU machines: the CUDA `tensorflow` build instead
+pip install -e .[ray]       # also train.sh --ray / evaluate.py --ray on a Ray cluster
 """
 
 import sys
@@ -53,5 +54,6 @@ setup(
         "cpu": pins("requirements.txt"),
         "gpu": pins("requirements-gpu.txt"),
         "test": pins("requirements-dev.txt"),
+        "ray": pins("requirements-ray.txt"),
     },
 )
