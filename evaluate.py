@@ -6,6 +6,7 @@
     python evaluate.py --dataset delicious --merge-approx 50     # the official code's approx_eval
     python evaluate.py --dataset delicious --epoch 3             # the models after epoch 3
     python evaluate.py --dataset delicious --set eval_group_size=4 --set R_per_device=2  # 4 at once
+    python evaluate.py --dataset delicious --ray auto --set eval_group_size=4  # groups on a Ray cluster
 
 Writes metrics.json in <work_dir>/<dataset>/<hashing>/; --merge-candidates M, --merge-approx M and
 --epoch N write metrics-candM-fF.json, metrics-approxM-fF.json and metrics-epochN.json (combined:
@@ -14,6 +15,7 @@ metrics-candM-fF-epochN.json) beside it instead; --sweep-R adds sweep_R.png.
 
 import argparse
 import dataclasses
+import functools
 import sys
 import time
 
@@ -111,6 +113,12 @@ def main(argv=None) -> int:
         help="evaluate checkpoint ckpt-N (after epoch N) of every repetition instead of the latest; "
         "earlier epochs exist only when training kept them (keep_checkpoints: the last K, 0 = all)",
     )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run each repetition group's forward pass as a Ray actor on the cluster at HOST:PORT "
+        "('auto': this node's); the logits come back in chunks and are merged here",
+    )
     args = parser.parse_args(argv)
     log = setup_logging().info
     return run_main(lambda: _evaluate(args, log))
@@ -118,6 +126,10 @@ def main(argv=None) -> int:
 
 def _evaluate(args, log) -> int:
     cfg = config_from_args(args, config.BASE, config.DATASETS)
+    if args.ray:
+        from mach.ray_launch import import_ray
+
+        import_ray()  # fail now, with the fix, rather than after loading the data
     from mach import evaluation
     from mach.prepare import load_data_manifest, with_data_sizes
 
@@ -148,7 +160,12 @@ def _evaluate(args, log) -> int:
     devices.configure_devices(cfg, log)  # before TensorFlow starts: threads, GPU memory
     R_values = evaluation.sweep_sizes(R) if args.sweep_R else [R]
     start = time.time()
-    pred = evaluation.predict_grouped(
+    predict = evaluation.predict_grouped
+    if args.ray:
+        from mach.ray_launch import predict_on_ray
+
+        predict = functools.partial(predict_on_ray, address=args.ray)
+    pred = predict(
         cfg,
         R,
         evaluation.test_files(cfg, data_manifest),

@@ -5,6 +5,7 @@
 #   ./train.sh --dataset amazon3m --gpus 0,1,2,3,4,5,6,7 --per-gpu 2   # 16 jobs, 2 per GPU
 #   ./train.sh --dataset delicious --status | --stop
 #   ./train.sh --dataset delicious --R 4 --jobs 2 -- --set epochs=3   # after --: passed to train.py
+#   ./train.sh --dataset amazon3m --ray auto --wait        # Ray tasks on a cluster (README: Ray)
 #
 # Each job is one session `mach-<dataset>-<id>-rNN` (or `...-rNN-MM` for a block of repetitions; <id>
 # tells work directories apart), logs to <work>/<dataset>/jobs/<job>.log and leaves its exit code in
@@ -24,6 +25,8 @@ Options:
   --overwrite      retrain repetitions that already have checkpoints (default: resume them)
   --wait           wait for all jobs; exit 1 naming the repetitions that failed
   --status         show the jobs of this dataset      --stop   kill them
+  --ray ADDRESS    run the jobs as Ray tasks on the cluster at HOST:PORT ('auto': this node's);
+                   more options: ./train.sh --ray auto --help
 EOF
 }
 
@@ -31,6 +34,11 @@ repo=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-$([ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3)}
 dataset=delicious R="" gpus="" per_gpu=2 gpu_mem="" jobs=1 work_dir=work
 mode=--resume action=launch wait=0 extra=()
+# --ray: src/mach/ray_launch.py takes over, with every option as given (it reads the same ones).
+for arg in "$@"; do
+  [ "$arg" = -- ] && break
+  [ "$arg" = --ray ] && exec "$python" -m mach.ray_launch "$@"
+done
 while [ $# -gt 0 ]; do
   case "$1" in
     --dataset) dataset=$2; shift 2 ;;
