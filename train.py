@@ -73,8 +73,8 @@ def _train(args, log) -> int:
         print(getattr(cfg, args.print))
         return 0
     # TensorFlow is imported only after the flags are known to be valid.
-    from mach.prepare import load_data_manifest, with_data_sizes
     from mach.devices import configure_devices
+    from mach.prepare import load_data_manifest, with_data_sizes
     from mach.training import train_repetitions
 
     data_manifest = load_data_manifest(cfg)

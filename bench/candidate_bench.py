@@ -69,9 +69,10 @@ def main(argv=None) -> int:
     merges = {"exact": lambda x: merge_topk(x, label_to_bucket, k, cfg.threads)}
     for setting in args.candidates.split(","):
         m, min_freq = (int(v) for v in setting.split(":"))
-        merges[f"candidates m={m} min_freq={min_freq}"] = lambda x, m=m, f=min(
-            min_freq, cfg.R
-        ): merge_candidates(x, label_to_bucket, bucket_offsets, bucket_labels, k, m, f, cfg.threads)
+        f = min(min_freq, cfg.R)
+        merges[f"candidates m={m} min_freq={min_freq}"] = lambda x, m=m, f=f: merge_candidates(
+            x, label_to_bucket, bucket_offsets, bucket_labels, k, m, f, cfg.threads
+        )
     seconds = {name: float("inf") for name in merges}
     topk = {}
     for _ in range(args.repeats):

@@ -45,9 +45,9 @@ def main(argv=None) -> int:
 
     from mach import evaluation
     from mach.data import read_rows
+    from mach.devices import configure_devices
     from mach.merge import merge_scores
     from mach.prepare import load_data_manifest, with_data_sizes
-    from mach.devices import configure_devices
 
     data_manifest = load_data_manifest(cfg)
     cfg = with_data_sizes(cfg, data_manifest)

@@ -1,6 +1,6 @@
 """The README's rehearsal table from bench/rehearse.jsonl (one row per preset, the last run of each).
 
-    python bench/rehearse_table.py
+python bench/rehearse_table.py
 """
 
 import json

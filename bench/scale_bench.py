@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from merge_bench import best_seconds  # bench/ is on sys.path when a bench script runs
 
 from mach.hashing import build_label_lookup, invert_lookup
 from mach.merge import merge_candidates, merge_topk
-from merge_bench import best_seconds  # bench/ is on sys.path when a bench script runs
 
 GIB = 1 << 30
 BENCH_DIR = Path(__file__).resolve().parent

@@ -78,8 +78,8 @@ def main(argv=None) -> int:
     print(f"D={args.D} nnz={args.nnz} hidden={args.hidden} batch={args.batch} B={args.B}\n")
     mach_rate, mach_params = examples_per_s(args.B, args)
     print(
-        "| K | MACH ex/s (1 rep, B=%d) | full softmax ex/s | MACH / softmax | MACH params (1 rep) | MACH params (R=%d) | softmax params |"
-        % (args.B, args.R)
+        f"| K | MACH ex/s (1 rep, B={args.B}) | full softmax ex/s | MACH / softmax | MACH params (1 rep) "
+        f"| MACH params (R={args.R}) | softmax params |"
     )
     print("|---|---|---|---|---|---|---|")
     for K in args.K:

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
-from mach._gather_batch import gather_candidates
-
 from conftest import cli_flags
-from mach.hashing import invert_lookup
 from test_merge import make_inputs as make_merge_inputs
+
+from mach._gather_batch import gather_candidates
+from mach.hashing import invert_lookup
 from mach.merge import (
     CandidateSearch,
     check_inverse_lookups,

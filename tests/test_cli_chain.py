@@ -1,5 +1,3 @@
-import pytest
-
 """The scripts as a user runs them: preprocess -> train (R=2, 1 epoch) -> evaluate, in subprocesses."""
 
 import json
@@ -8,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import cli_flags
 
 # Trains models or runs scripts: left out by `make test-fast`.

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import N_CLASSES, N_FEATURES, make_rows, quiet
+
 from mach.data import read_rows, tfrecord_files
 from mach.prepare import prepare_tfrecords
 from mach.xcformat import DataFormatError, count_rows, iter_rows, read_header, scan_sizes

@@ -4,8 +4,8 @@ import builtins
 
 import numpy as np
 import pytest
-from mach._gather_batch import gather_batch
 
+from mach._gather_batch import gather_batch
 from mach.merge import (
     merge_scores,
     merge_topk,

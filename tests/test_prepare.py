@@ -3,8 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import N_CLASSES, N_FEATURES, make_rows, quiet
+
 from mach.data import SCHEMA, parse_batch, read_rows, tfrecord_files
 from mach.prepare import (
     load_data_manifest,

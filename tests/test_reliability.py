@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import cli_flags, quiet
+
 from mach.checkpoints import RepetitionLock, complete_epochs
 from mach.cli import apply_overrides
 from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes

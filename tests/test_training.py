@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import quiet
+
 from mach.data import rows_to_model_input, tfrecord_files
 from mach.model import MachNet, bucket_loss
 from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes

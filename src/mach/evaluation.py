@@ -29,9 +29,9 @@ from mach import metrics
 from mach.checkpoints import checkpoint_prefix, complete_epochs
 from mach.data import read_rows, rows_to_model_input, tfrecord_files
 from mach.devices import check_placement, device_for, placement_devices
+from mach.identity import check_checkpoint_config
 from mach.merge import ApproxSearch, CandidateSearch, check_inverse_lookups, merge_scores
 from mach.model import MachNet
-from mach.identity import check_checkpoint_config
 from mach.prepare import load_inverse_lookup, load_label_counts, load_lookups
 
 

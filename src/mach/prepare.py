@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from mach import hashing
-from mach.progress import Progress
 from mach.files import (
     read_json_checked,
     remove_stale_temporaries,
@@ -25,6 +24,7 @@ from mach.files import (
     sha256_file,
     write_json_atomic,
 )
+from mach.progress import Progress
 from mach.xcformat import (
     DataFormatError,
     count_rows,

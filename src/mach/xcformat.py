@@ -39,9 +39,9 @@ from __future__ import annotations
 import gzip
 import math
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
