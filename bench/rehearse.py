@@ -129,6 +129,8 @@ def main(argv=None) -> int:
     steps["preprocess"]["tfrecord_bytes"] = dir_bytes(cfg.tfrecord_dir())
     steps["train"]["checkpoint_bytes"] = dir_bytes(cfg.run_dir() / "ckpt")
     steps["train"]["ex_per_s_per_rep"] = round(min(rates)) if rates else None
+    update = re.search(r"first_layer_update=(\w+)", (logs / "train.log").read_text())
+    steps["train"]["first_layer_update"] = update[1] if update else "dense_adam"
     params = n_params(cfg)
     shape = SHAPES[args.preset]
     # Training R repetitions here runs them in one process, so the rate above is per repetition with
