@@ -75,13 +75,14 @@ def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
     assert {p: p.read_bytes() for p in (run_dir / "ckpt").glob("r*/*") if p.is_file()} == before
     assert "r=0 already_trained epochs_done=1" in (work / "tinysh" / "jobs" / "r00.log").read_text()
 
-    # Corrupt repetition 1's lookup: its job must fail, the other must finish, --wait must name r=1.
-    np.save(run_dir / "lookups" / "label_r01.npy", np.zeros(50, dtype=np.int32))
-    failed = run_train_sh(tiny_files, work, "--wait", "--overwrite")
+    # Damage repetition 1's checkpoint (preprocess would repair a lookup): its job must fail, the
+    # other must finish, --wait must name r=1.
+    (run_dir / "ckpt" / "r01" / "ckpt-1.index").write_bytes(b"\0" * 40)
+    failed = run_train_sh(tiny_files, work, "--wait")
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "r01 FAILED exit=2" in failed.stdout and "failed repetitions: 1" in failed.stdout
     assert "r00 done" in failed.stdout
-    assert "does not match its checksum" in (work / "tinysh" / "jobs" / "r01.log").read_text()
+    assert "ckpt-1 cannot be read" in (work / "tinysh" / "jobs" / "r01.log").read_text()
 
     status = subprocess.run(
         [
