@@ -59,12 +59,27 @@ def _csr(indices: tf.Tensor, values: tf.Tensor, dense_shape: tf.Tensor) -> tf.Te
     )
 
 
+def _csr_product(matrix: tf.Tensor, dense: tf.Tensor) -> tf.Tensor:
+    """CSR matrix [n, k] @ dense [k, H], differentiable with respect to dense."""
+
+    @tf.custom_gradient
+    def product(dense):
+        def grad(dy):  # dy [n, H] -> [k, H]
+            transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=tf.float32)
+            return tf.raw_ops.SparseMatrixMatMul(a=transposed, b=dy)
+
+        return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense), grad
+
+    return product(dense)
+
+
 def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, sparse_gradient: bool) -> tf.Tensor:
-    """inputs [batch, D] @ w [D, H] -> [batch, H] float32, forward and backward O(non-zeros x H).
+    """inputs [batch, D] @ w [D, H] -> [batch, H] float32 with CSR kernels.
 
     inputs' entries must come row by row (as tf.io.parse_example and rows_to_model_input give them);
-    within a row any order, and duplicates add up.  The gradient of w is dense [D, H], or with
-    sparse_gradient a tf.IndexedSlices holding each of the batch's distinct features once.
+    within a row any order, and duplicates add up.  The gradient of w is dense [D, H]; with
+    sparse_gradient it is a tf.IndexedSlices holding each of the batch's distinct features once, and
+    forward and backward cost O(non-zeros x H), whatever D.
     """
     rows, features = inputs.indices[:, 0], inputs.indices[:, 1]
     # The CSR conversion takes rows in order without checking; out of order they would give wrong sums.
@@ -72,29 +87,20 @@ def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, sparse_gradient: bool
         rows[1:], rows[:-1], message="sparse inputs must come row by row (tf.sparse.reorder them)"
     )
     with tf.control_dependencies([check]):
-        # CSR kernels: on CPU ~3x faster than a densified matmul or tf.sparse.sparse_dense_matmul at
-        # Delicious' shape, forward and backward; ~2x (forward) for D = 1e5 (bench/efficiency.py).
-        matrix = _csr(inputs.indices, inputs.values, inputs.dense_shape)
-
-    @tf.custom_gradient
-    def product(dense_w):
-        def grad(dy):  # dy [batch, H]
-            if not sparse_gradient:
-                transposed = tf.raw_ops.SparseMatrixTranspose(input=matrix, type=tf.float32)
-                return tf.raw_ops.SparseMatrixMatMul(a=transposed, b=dy)  # [D, H]
-            distinct, position = tf.unique(features, out_idx=tf.int64)
-            compact = _csr(
-                tf.stack([rows, position], axis=1),
-                inputs.values,
-                tf.stack([inputs.dense_shape[0], tf.size(distinct, out_type=tf.int64)]),
-            )
-            transposed = tf.raw_ops.SparseMatrixTranspose(input=compact, type=tf.float32)
-            rows_grad = tf.raw_ops.SparseMatrixMatMul(a=transposed, b=dy)  # [n_distinct, H]
-            return tf.IndexedSlices(rows_grad, distinct, tf.shape(dense_w, out_type=tf.int64))
-
-        return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense_w), grad
-
-    return product(tf.convert_to_tensor(w))
+        if not sparse_gradient:
+            # CSR kernels: on CPU ~3x faster than a densified matmul or tf.sparse.sparse_dense_matmul
+            # at Delicious' shape, forward and backward (bench/efficiency.py); both read all of w.
+            matrix = _csr(inputs.indices, inputs.values, inputs.dense_shape)
+            return _csr_product(matrix, tf.convert_to_tensor(w))
+        # Only the rows of the batch's distinct features are read; gathering them makes the gradient
+        # an IndexedSlices over those rows.
+        distinct, position = tf.unique(features, out_idx=tf.int64)
+        compact = _csr(
+            tf.stack([rows, position], axis=1),
+            inputs.values,
+            tf.stack([inputs.dense_shape[0], tf.size(distinct, out_type=tf.int64)]),
+        )
+        return _csr_product(compact, tf.gather(w, distinct))  # rows [n_distinct, H]
 
 
 class MachNet(tf.Module):
