@@ -44,7 +44,7 @@ import config
 import mach.training
 from mach.model import Adam, MachNet
 
-# (today's first layer, sparse_first_layer) of each path compared.
+# (today's first layer, sparse_first_layer and lazy Adam) of each path compared.
 PATHS = {
     "today": (True, False),
     "CSR first layer, dense Adam": (False, False),
@@ -93,7 +93,8 @@ def repetitions(n: int, D: int, hidden, B: int, dropout: float):
     reps = []
     for r in range(n):
         model = BenchNet(D, tuple(hidden), B, dropout, 0, r)
-        reps.append(SimpleNamespace(model=model, optimizer=Adam(model.trainable_variables, 1e-3)))
+        optimizer = Adam(model.trainable_variables, 1e-3, lazy=True)  # lazy is set per trace
+        reps.append(SimpleNamespace(model=model, optimizer=optimizer))
     return reps
 
 
@@ -102,6 +103,7 @@ def project_step(reps, path: str, batches):
     variables can serve several paths, as each trace keeps the mode it was traced with."""
     for rep in reps:
         rep.model.today, rep.model.sparse_first_layer = PATHS[path]
+        rep.optimizer.lazy = rep.model.sparse_first_layer
     step = mach.training._make_train_step(config.Config(loss="softmax"), reps)
     step(batches)
     return step

@@ -15,8 +15,10 @@ def repetition_seed(seed: int, r: int, *salt: int) -> int:
     return value
 
 
-# sparse_first_layer="auto" trains the first layer sparsely above this input width (bench/efficiency.py).
+# sparse_first_layer="auto" turns lazy Adam on above this input width (bench/efficiency.py).
 SPARSE_FIRST_LAYER_MIN = 50_000
+# First layers wider than this read only the rows of the batch's features, narrower ones all of w.
+GATHER_INPUT_MIN = 4096
 
 
 def use_sparse_first_layer(setting: str, input_dim: int) -> bool:
@@ -73,13 +75,13 @@ def _csr_product(matrix: tf.Tensor, dense: tf.Tensor) -> tf.Tensor:
     return product(dense)
 
 
-def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, sparse_gradient: bool) -> tf.Tensor:
+def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, gather: bool) -> tf.Tensor:
     """inputs [batch, D] @ w [D, H] -> [batch, H] float32 with CSR kernels.
 
     inputs' entries must come row by row (as tf.io.parse_example and rows_to_model_input give them);
-    within a row any order, and duplicates add up.  The gradient of w is dense [D, H]; with
-    sparse_gradient it is a tf.IndexedSlices holding each of the batch's distinct features once, and
-    forward and backward cost O(non-zeros x H), whatever D.
+    within a row any order, and duplicates add up.  gather: read only the rows of the batch's distinct
+    features, so that forward and backward cost O(non-zeros x H) whatever D, and the gradient of w is
+    a tf.IndexedSlices holding each of those rows once; otherwise it is dense [D, H].
     """
     rows, features = inputs.indices[:, 0], inputs.indices[:, 1]
     # The CSR conversion takes rows in order without checking; out of order they would give wrong sums.
@@ -87,13 +89,11 @@ def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, sparse_gradient: bool
         rows[1:], rows[:-1], message="sparse inputs must come row by row (tf.sparse.reorder them)"
     )
     with tf.control_dependencies([check]):
-        if not sparse_gradient:
+        if not gather:
             # CSR kernels: on CPU ~3x faster than a densified matmul or tf.sparse.sparse_dense_matmul
             # at Delicious' shape, forward and backward (bench/efficiency.py); both read all of w.
             matrix = _csr(inputs.indices, inputs.values, inputs.dense_shape)
             return _csr_product(matrix, tf.convert_to_tensor(w))
-        # Only the rows of the batch's distinct features are read; gathering them makes the gradient
-        # an IndexedSlices over those rows.
         distinct, position = tf.unique(features, out_idx=tf.int64)
         compact = _csr(
             tf.stack([rows, position], axis=1),
@@ -106,9 +106,9 @@ def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, sparse_gradient: bool
 class MachNet(tf.Module):
     """Feed-forward net of one repetition.  Initialisation depends only on (seed, r).
 
-    sparse_first_layer: the first layer's gradient is a tf.IndexedSlices over the rows of the features
-    present in the batch (which Adam then updates lazily) instead of a dense [input_dim, hidden] tensor.
-    The logits are the same either way.
+    sparse_first_layer: the first layer's gradient is a tf.IndexedSlices over the rows of the batch's
+    features (for Adam(lazy=True)) at any width; it always is above GATHER_INPUT_MIN inputs.  The
+    logits are the same either way.
     """
 
     def __init__(
@@ -148,7 +148,9 @@ class MachNet(tf.Module):
 
     def first_layer(self, inputs: tf.SparseTensor) -> tf.Tensor:
         """Sparse [batch, input_dim] -> [batch, hidden[0]] (or B) float32, before the ReLU."""
-        return sparse_matmul(inputs, self.weights_[0], self.sparse_first_layer) + self.biases[0]
+        w = self.weights_[0]
+        gather = self.sparse_first_layer or w.shape[0] > GATHER_INPUT_MIN
+        return sparse_matmul(inputs, w, gather) + self.biases[0]
 
     def n_params(self) -> int:
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))
@@ -197,30 +199,42 @@ class Adam(tf.Module):
     """Adam (Kingma & Ba 2015) over one repetition's variables; its state lives in tf.Variables so that
     tf.train.Checkpoint saves and restores it with the model.
 
-    A sparse gradient (tf.IndexedSlices, from MachNet's sparse first layer) gets the lazy update of TF1's
-    LazyAdamOptimizer: only the rows it names change, in the weights and in both moments.  Dense Adam
-    would also decay m and v of every other row and move those rows by lr_t * m / (sqrt(v) + epsilon)
+    lazy: a sparse gradient (tf.IndexedSlices, as MachNet's wide or sparse first layer gives) gets the
+    update of TF1's LazyAdamOptimizer: only the rows it names change, in the weights and in both
+    moments; without lazy it is made dense and applied as any other gradient.  Dense Adam (lazy off)
+    also decays m and v of every other row and moves those rows by lr_t * m / (sqrt(v) + epsilon)
     while their moments are non-zero.  The two agree when every row is in every gradient; otherwise a
     row that is absent from a step keeps its weights and moments, and is bias-corrected with the global
     step when it next appears.
     """
 
     def __init__(
-        self, variables: list[tf.Variable], lr: float, beta1=0.9, beta2=0.999, epsilon=1e-7
+        self,
+        variables: list[tf.Variable],
+        lr: float,
+        beta1=0.9,
+        beta2=0.999,
+        epsilon=1e-7,
+        lazy: bool = False,
     ):
         super().__init__(name="adam")
         self.lr, self.beta1, self.beta2, self.epsilon = lr, beta1, beta2, epsilon
+        self.lazy = lazy
         self.iterations = tf.Variable(0, dtype=tf.int64, name="iterations")
         self.m = [tf.Variable(tf.zeros_like(v), name="m") for v in variables]
         self.v = [tf.Variable(tf.zeros_like(v), name="v") for v in variables]
         # Empty until a sparse gradient comes; made here so no tf.function creates variables.
-        self._scratch = [_RowScratch(v.shape[1]) if v.shape.rank == 2 else None for v in variables]
+        self._scratch = [
+            _RowScratch(v.shape[1]) if lazy and v.shape.rank == 2 else None for v in variables
+        ]
 
     def apply(self, grads: list[tf.Tensor], variables: list[tf.Variable]) -> None:
         self.iterations.assign_add(1)
         t = tf.cast(self.iterations, tf.float32)
         for i, (g, var, m, v) in enumerate(zip(grads, variables, self.m, self.v)):
             rows = None
+            if isinstance(g, tf.IndexedSlices) and not self.lazy:
+                g = tf.convert_to_tensor(g)  # [D, H]: zeros where the batch has no feature
             if isinstance(g, tf.IndexedSlices):
                 # Lazy: the fused kernel updates gathered copies of the rows, which go back in place.
                 rows, g, scratch = g.indices, g.values, self._scratch[i]

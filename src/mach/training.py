@@ -35,6 +35,7 @@ class Repetition:
     def __init__(self, cfg, r: int):
         self.r = r
         self.label_to_bucket, self.feature_to_slot, self.lookup_sha256 = load_lookups(cfg, r)
+        sparse = use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim())
         self.model = MachNet(
             cfg.input_dim(),
             cfg.hidden,
@@ -43,9 +44,11 @@ class Repetition:
             cfg.seed,
             r,
             cfg.recipe,
-            use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim()),
+            sparse,
         )
-        self.optimizer = Adam(self.model.trainable_variables, cfg.lr, epsilon=cfg.adam_epsilon)
+        self.optimizer = Adam(
+            self.model.trainable_variables, cfg.lr, epsilon=cfg.adam_epsilon, lazy=sparse
+        )
         self.epoch = tf.Variable(0, dtype=tf.int64, name="epochs_done")
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, epoch=self.epoch
