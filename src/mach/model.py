@@ -234,7 +234,9 @@ class Adam(tf.Module):
         for i, (g, var, m, v) in enumerate(zip(grads, variables, self.m, self.v)):
             rows = None
             if isinstance(g, tf.IndexedSlices) and not self.lazy:
-                g = tf.convert_to_tensor(g)  # [D, H]: zeros where the batch has no feature
+                # [D, H]: zeros where the batch has no feature (tf.convert_to_tensor would do the
+                # same, with a warning about the size).
+                g = tf.scatter_nd(g.indices[:, None], g.values, tf.shape(var, out_type=tf.int64))
             if isinstance(g, tf.IndexedSlices):
                 # Lazy: the fused kernel updates gathered copies of the rows, which go back in place.
                 rows, g, scratch = g.indices, g.values, self._scratch[i]
