@@ -234,9 +234,9 @@ def delicious_loop_table(args, peaks: list) -> None:
     def quiet(message):
         pass
 
-    work = tempfile.mkdtemp(prefix="mach-efficiency-")
+    work = tempfile.TemporaryDirectory(prefix="mach-efficiency-")
     cfg = dataclasses.replace(
-        config.DATASETS["delicious"], work_dir=work, R=args.R, epochs=2, keep_checkpoints=1
+        config.DATASETS["delicious"], work_dir=work.name, R=args.R, epochs=2, keep_checkpoints=1
     )
     manifest = prepare_tfrecords(cfg, quiet)
     cfg = with_data_sizes(cfg, manifest)
@@ -255,6 +255,7 @@ def delicious_loop_table(args, peaks: list) -> None:
             epoch2 = next(m for m in messages if m.startswith("r=0 epoch=2 "))
             best[name] = min(best[name], float(re.search(r"seconds=([\d.]+)", epoch2).group(1)))
     mach.training.MachNet = MachNet
+    work.cleanup()
     flop = args.R * useful_flop(rows, nnz, [cfg.input_dim(), *cfg.hidden, cfg.B])
 
     def table(peak):
