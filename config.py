@@ -55,8 +55,9 @@ class Config:
     valid_seed: int = 0
 
     # hashing
-    # buckets per repetition
-    B: int = 64
+    # buckets per repetition; None = chosen from K by mach.hashing.default_buckets (K up to 128,
+    # else about 4 sqrt(K) rounded to a power of two, at least 128: Delicious' K=983 -> 128)
+    B: int | None = None
     # repetitions (independent models)
     R: int = 16
     # repetition r hashes with murmurhash3_32 seed hash_seed + r (0 = official code)

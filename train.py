@@ -15,28 +15,27 @@ import dataclasses
 import sys
 
 import config
-from mach.cli import add_config_flags, check_config, config_from_args, run_main, setup_logging
+from mach.cli import (
+    add_config_flags,
+    check_config,
+    config_from_args,
+    parse_ranges,
+    run_main,
+    setup_logging,
+)
 
 
 def parse_repetitions(text: str, R: int) -> list[int]:
     """'0-3,8' -> [0, 1, 2, 3, 8]; 'all' -> 0..R-1; each must be < R."""
     if text == "all":
         return list(range(R))
-    reps = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        try:
-            reps += list(range(int(first), int(last or first) + 1))
-        except ValueError:
-            raise ValueError(
-                f"--repetitions {text!r}: expected numbers and ranges such as 0-3,8, or 'all'"
-            ) from None
+    reps = parse_ranges(text, "--repetitions")
     bad = [r for r in reps if not 0 <= r < R]
     if bad or not reps:
         raise ValueError(
             f"--repetitions {text!r}: repetition {bad[0] if bad else '?'} is not in 0..{R - 1} (R={R})"
         )
-    return sorted(set(reps))
+    return reps
 
 
 def main(argv=None) -> int:

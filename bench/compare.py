@@ -36,7 +36,14 @@ import shared_matrix
 
 import config
 from mach import xcformat
-from mach.cli import add_config_flags, apply_overrides, config_from_args, setup_logging
+from mach.cli import (
+    add_config_flags,
+    apply_overrides,
+    config_from_args,
+    parse_ranges,
+    preset_or_new,
+    setup_logging,
+)
 
 PEER_PACKAGES = {
     "napkinxc_plt": "napkinxc==0.7.2",
@@ -87,9 +94,15 @@ def write_shared_data(cfg, split: int, out_dir: Path) -> dict:
             "train": read_xc(cfg.resolve(cfg.train_file), cfg),
             "test": read_xc(cfg.resolve(cfg.test_file), cfg),
         }
+    # Training rows without labels or without features teach nothing and some peers refuse them
+    # (omikuji: "Failed to load data"), so every method trains without them; test rows all stay.
+    X, Y = parts["train"]
+    usable = (np.diff(X.indptr) > 0) & (np.diff(Y.indptr) > 0)
+    parts["train"] = (X[usable], Y[usable])
     for name, (X, Y) in parts.items():
         shared_matrix.write_split(out_dir, name, shared_matrix.normalize_rows(X), Y)
-    return {name: shared_matrix.label_lists(Y) for name, (_, Y) in parts.items()}
+    labels = {name: shared_matrix.label_lists(Y) for name, (_, Y) in parts.items()}
+    return {**labels, "dropped_train_rows": int((~usable).sum())}
 
 
 def run_measured(cmd: list[str], log_path: Path, env: dict, timeout_s: float) -> dict:
@@ -251,6 +264,7 @@ def run_methods(
     )
     log(
         f"shared_data={split_dir} train_rows={len(labels['train'])} test_rows={len(labels['test'])} "
+        f"dropped_train_rows={labels['dropped_train_rows']} (no labels or no features) "
         f"seconds={time.perf_counter() - start:.1f}"
     )
     results = {}
@@ -280,21 +294,12 @@ def run_methods(
     if "evaluate_metrics" in results.get("mach", {}):
         gap = abs(results["mach"]["evaluate_metrics"]["P@1"] - results["mach"]["P@1"])
         assert gap < 1e-6, f"MACH P@1 from evaluate.py and from the shared scorer differ by {gap}"
-    return results
+    return results, labels["dropped_train_rows"]
 
 
 def _n_classes(split_dir: Path) -> int:
     with np.load(split_dir / "train.npz") as z:
         return int(z["shape"][2])
-
-
-def parse_splits(text: str) -> list[int]:
-    """'1-10' or '1,3,5' -> list of split columns."""
-    out = []
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        out += list(range(int(first), int(last or first) + 1))
-    return out
 
 
 def machine_line(threads: int) -> str:
@@ -326,7 +331,15 @@ def parse_args(argv):
     add("--split", type=int, default=1, help="split column (1-based) of the split files")
     add("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     add("--threads", type=int, default=2, help="threads for every method")
-    add("--mach-set", action="append", default=[], metavar="KEY=VALUE", help="--set for MACH")
+    add(
+        "--set",
+        "--mach-set",
+        dest="mach_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Config override for MACH, as the scripts' --set (repeatable)",
+    )
     add("--splits", help="also run MACH and the best peer on these split columns, e.g. 1-10")
     add("--latency-rows", type=int, default=300, help="test rows predicted one at a time")
     add("--timeout", type=float, default=3600, help="seconds allowed per subprocess")
@@ -348,7 +361,7 @@ def dataset_config(args):
         args.data and not (args.train_split and args.test_split)
     ):
         raise ValueError("give --train with --test, or --data with --train-split and --test-split")
-    cfg = config.DATASETS.get(args.dataset) or dataclasses.replace(config.BASE, name=args.dataset)
+    cfg = preset_or_new(args.dataset, config.BASE, config.DATASETS)
     if args.train:
         cfg = dataclasses.replace(cfg, train_file=str(args.train), test_file=str(args.test))
         cfg = dataclasses.replace(cfg, data_file=None)
@@ -382,9 +395,7 @@ def pin_mach_settings(args) -> list[str]:
     config.py is read again by each script; pinning it here keeps one compare run (and all its splits) on
     one MACH setting even when someone edits the preset meanwhile.
     """
-    preset = config.DATASETS.get(args.dataset) or dataclasses.replace(
-        config.BASE, name=args.dataset
-    )
+    preset = preset_or_new(args.dataset, config.BASE, config.DATASETS)
     resolved = dataclasses.asdict(apply_overrides(preset, args.mach_set))
     return [f"{key}={value!r}" for key, value in resolved.items() if key not in PER_RUN_FIELDS]
 
@@ -395,12 +406,12 @@ def run_splits(args, cfg, results: dict, peer_status: dict, log) -> dict:
     best = max(scored, key=lambda m: scored[m]["P@1"]) if scored else None
     chosen = [m for m in ["mach", best] if m in results and "error" not in results[m]]
     per_split, failed = {m: [] for m in chosen}, {}
-    for split in parse_splits(args.splits):
+    for split in parse_ranges(args.splits, "--splits"):
         if split == args.split:
             split_results = results
         else:
             split_dir = args.work_dir / cfg.name / f"split{split:02d}"
-            split_results = run_methods(args, chosen, cfg, split, split_dir, peer_status, log)
+            split_results, _ = run_methods(args, chosen, cfg, split, split_dir, peer_status, log)
         # A split counts only when every chosen method ran on it, so the means cover the same splits.
         errors = {m: split_results[m]["error"] for m in chosen if "error" in split_results[m]}
         if errors:
@@ -428,11 +439,12 @@ def main(argv=None) -> int:
     peer_status = ensure_peers(args.peers_venv, peers, not args.no_install, log) if peers else {}
     start = time.perf_counter()
     split_dir = args.work_dir / cfg.name / f"split{args.split:02d}"
-    results = run_methods(args, methods, cfg, args.split, split_dir, peer_status, log)
+    results, dropped = run_methods(args, methods, cfg, args.split, split_dir, peer_status, log)
     title = f"{cfg.name} ({f'split {args.split}' if cfg.data_file else 'given train/test files'})"
     text = f"## {title}\n\nMachine: {machine}.\n\n{report.format_table(results)}\n\n"
-    text += report.format_notes(results) + "\n"
+    text += report.format_notes(results, dropped) + "\n"
     out = {"dataset": cfg.name, "split": args.split, "machine": machine, "results": results}
+    out["dropped_train_rows"] = dropped
     out["mach_settings"] = args.mach_pinned
     # Written now too, so a long --splits run that fails later still leaves the main table.
     write_outputs(args, cfg.name, text, out, title, log)

@@ -64,10 +64,12 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def format_notes(results: dict[str, dict]) -> str:
+def format_notes(results: dict[str, dict], dropped_train_rows: int = 0) -> str:
     """What each method's numbers include, as a markdown list under the table."""
     every = (
-        "Every method: same L2-normalised features, --threads for training and prediction; "
+        "Every method: same L2-normalised features, the same training rows (rows without labels or "
+        f"without features left out, as usual: {dropped_train_rows} here), every test row; "
+        "--threads for training and prediction; "
         "predict ms/sample = one pass over the test rows after a warm-up; latency = median of "
         "single-row calls (OpenMP methods suffer most when the machine is oversubscribed)."
     )

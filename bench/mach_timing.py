@@ -79,8 +79,14 @@ def main(argv=None) -> int:
     np.save(args.out / "topk.npy", topk)
     lookup_bytes = sum(p.stat().st_size for p in cfg.lookup_dir().glob("*") if p.is_file())
     variable_bytes = sum(v.numpy().nbytes for rep in reps for v in rep.model.variables)
-    preset = "preset" if cfg.name in config.DATASETS else "settings of"
-    settings = f"{preset} {cfg.name!r}: B={cfg.B} R={cfg.R} hidden={cfg.hidden} epochs={cfg.epochs}"
+    # The settings as resolved (preset, defaults, B from K, --set), which is what was trained.
+    origin = f"preset {cfg.name!r}" if cfg.name in config.DATASETS else "defaults (no preset)"
+    settings = (
+        f"{origin} as resolved: B={cfg.B} R={cfg.R} hidden={cfg.hidden} dropout={cfg.dropout} "
+    )
+    settings += (
+        f"lr={cfg.lr} normalize={cfg.normalize} epochs={cfg.epochs} batch_size={cfg.batch_size}"
+    )
     result = {
         "method": "mach",
         "settings": f"{settings} loss={cfg.loss} merge={cfg.merge}",

@@ -1,5 +1,6 @@
 """bench/compare.py's pure-Python pieces: the shared matrix, scoring, the table; no peers venv, no network."""
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import scipy.sparse as sp
 
 import config
 from mach import metrics, xcformat
+from mach.cli import parse_ranges
 
 # The bench scripts are not a package; they import each other from their own folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -105,7 +107,7 @@ def test_splits_table_gives_mean_and_std():
     assert "| napkinXC PLT | 2 | 61.00 ± 1.41 |" in compare_report.format_splits(
         {"napkinxc_plt": runs}
     )
-    assert compare.parse_splits("1-3,7") == [1, 2, 3, 7]
+    assert parse_ranges("1-3,7,2", "--splits") == [1, 2, 3, 7]
 
 
 def test_topk_array_pads_short_predictions():
@@ -184,8 +186,8 @@ def test_mach_settings_are_pinned_once_with_overrides(monkeypatch):
 def test_a_failed_split_is_left_out_not_fatal(monkeypatch, tmp_path):
     def fake_run_methods(args, methods, cfg, split, split_dir, peer_status, log):
         if split == 3:
-            return {"mach": {"error": "train failed"}, "pecos_xrlinear": {"P@1": 1.0}}
-        return {m: {k: float(split) for k in compare_report.METRICS} for m in methods}
+            return {"mach": {"error": "train failed"}, "pecos_xrlinear": {"P@1": 1.0}}, 0
+        return {m: {k: float(split) for k in compare_report.METRICS} for m in methods}, 0
 
     monkeypatch.setattr(compare, "run_methods", fake_run_methods)
     args = compare.parse_args(["--splits", "1-4", "--work-dir", str(tmp_path)])
@@ -195,3 +197,19 @@ def test_a_failed_split_is_left_out_not_fatal(monkeypatch, tmp_path):
     assert got["best_peer"] == "pecos_xrlinear" and list(got["failed"]) == [3]
     assert [run["split"] for run in got["per_split"]["mach"]] == [1, 2, 4]
     assert "| 3 | 2.33 ± 1.53 |" in compare_report.format_splits(got["per_split"])
+
+
+def test_training_rows_without_labels_or_features_are_left_out_for_every_method(tmp_path):
+    # omikuji refuses such rows ("Failed to load data"); every method gets the same usable rows.
+    train = tmp_path / "train.txt"
+    train.write_text("4 6 3\n0,2 1:1 4:2\n 3:1\n1 \n2 0:1 5:1\n")
+    test = tmp_path / "test.txt"
+    test.write_text("2 6 3\n 1:1\n1 2:1\n")
+    cfg = dataclasses.replace(config.BASE, train_file=str(train), test_file=str(test))
+    labels = compare.write_shared_data(cfg, 1, tmp_path / "shared")
+    assert labels["dropped_train_rows"] == 2
+    assert [y.tolist() for y in labels["train"]] == [[0, 2], [2]]
+    assert [y.tolist() for y in labels["test"]] == [[], [1]]  # test rows are all scored
+    X, _ = shared_matrix.load_split(tmp_path / "shared" / "train.npz")
+    assert X.shape == (2, 6)
+    assert "left out, as usual: 2 here" in compare_report.format_notes({}, 2)

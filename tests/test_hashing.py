@@ -43,3 +43,18 @@ def test_csr_inverse_equals_forward_lookup():
         members = labels[offsets[b] : offsets[b + 1]]
         assert np.all(lookup[members] == b)
         assert np.all(np.diff(members) > 0)  # ascending within a bucket
+
+
+def test_default_buckets_give_every_small_class_its_bucket_and_grow_as_sqrt_k():
+    from mach.hashing import default_buckets
+
+    assert [default_buckets(k) for k in (1, 2, 6, 128)] == [2, 2, 6, 128]
+    # Delicious' K gets the B its preset was tuned to; the paper sizes stay far below K.
+    assert [default_buckets(k) for k in (129, 983, 30_938, 670_091, 2_812_281)] == [
+        128,
+        128,
+        512,
+        4096,
+        8192,
+    ]
+    assert all(default_buckets(k) <= k for k in range(2, 5000, 7))

@@ -176,3 +176,9 @@ def test_tuning_mode_holds_out_training_rows_and_never_reads_test(tiny_cfg, tiny
         dataclasses.replace(cfg, work_dir=str(cfg.dataset_dir()) + "2"), quiet
     )
     assert again["test"]["rows"] == manifest["test"]["rows"]  # the same rows every time
+
+
+def test_b_left_open_is_chosen_from_k_found_in_the_data(tiny_cfg):
+    cfg, _ = preprocess(dataclasses.replace(tiny_cfg, B=None))
+    assert cfg.B == N_CLASSES  # K=50 <= 128: a bucket per class
+    assert cfg.label_lookup_path(0).exists() and f"/B{N_CLASSES}-" in str(cfg.run_dir())

@@ -169,7 +169,7 @@ def test_every_config_field_is_validated_with_key_and_range(pair, message):
     import config
 
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        apply_overrides(config.BASE, [pair])
+        apply_overrides(config.BASE, ["B=64", pair])
 
 
 def test_train_py_refuses_b_larger_than_k_found_in_the_data(tiny_files, tmp_path):

@@ -108,7 +108,11 @@ RANGES = [
     ("rows_per_shard", lambda v: v >= 1, "a positive integer"),
     ("valid_fraction", lambda v: 0.0 <= v < 1.0, "0 <= valid_fraction < 1"),
     ("valid_seed", lambda v: v >= 0, "a non-negative integer"),
-    ("B", lambda v: 2 <= v <= INT32_MAX, "at least 2 (MACH needs at least 2 buckets)"),
+    (
+        "B",
+        lambda v: v is None or 2 <= v <= INT32_MAX,
+        "None (chosen from K) or at least 2 (MACH needs at least 2 buckets)",
+    ),
     ("R", lambda v: v >= 1, "a positive integer"),
     ("hash_seed", lambda v: 0 <= v <= INT32_MAX - 10_000, "0..2^31-10001 (seed hash_seed + r)"),
     ("feat_hash_dim", lambda v: v is None or 1 <= v <= INT32_MAX, "None or a positive integer"),
@@ -152,7 +156,7 @@ def check_config(cfg):
             )
     if not cfg.work_dir:
         raise ValueError("work_dir='': expected a directory")
-    if cfg.n_classes is not None and cfg.B > cfg.n_classes:
+    if None not in (cfg.n_classes, cfg.B) and cfg.B > cfg.n_classes:
         raise ValueError(
             f"B={cfg.B} is larger than the number of classes K={cfg.n_classes}: "
             f"expected 2 <= B <= K (MACH hashes K classes into B < K buckets)"
@@ -160,12 +164,28 @@ def check_config(cfg):
     return cfg
 
 
+def parse_ranges(text: str, flag: str) -> list[int]:
+    """'0-3,8' -> [0, 1, 2, 3, 8] (sorted, distinct); a ValueError naming `flag` otherwise."""
+    numbers = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        try:
+            numbers += list(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise ValueError(
+                f"{flag} {text!r}: expected numbers and ranges such as 0-3,8"
+            ) from None
+    return sorted(set(numbers))
+
+
+def preset_or_new(name: str, base, datasets: dict):
+    """The preset called name, or a new dataset of that name on the base config."""
+    return datasets[name] if name in datasets else dataclasses.replace(base, name=name)
+
+
 def config_from_args(args: argparse.Namespace, base, datasets: dict):
     """The preset named by --dataset (or a new dataset on the base config), with flags applied."""
-    if args.dataset in datasets:
-        cfg = datasets[args.dataset]
-    else:
-        cfg = dataclasses.replace(base, name=args.dataset)
+    cfg = preset_or_new(args.dataset, base, datasets)
     pairs = list(args.overrides)
     pairs += [f"work_dir={args.work_dir!r}"] if args.work_dir else []
     pairs += [f"data_dir={args.data_dir!r}"] if args.data_dir else []

@@ -250,7 +250,8 @@ def load_data_manifest(cfg) -> dict:
 
 
 def with_data_sizes(cfg, data_manifest: dict):
-    """The config with n_features/n_classes filled from the data; a disagreement means stale outputs."""
+    """The config with n_features/n_classes filled from the data (and B from K when it is None); a
+    disagreement with the configured sizes means stale outputs."""
     for name in ["n_features", "n_classes"]:
         configured, found = getattr(cfg, name), data_manifest["inputs"][name]
         if configured is not None and configured != found:
@@ -258,10 +259,12 @@ def with_data_sizes(cfg, data_manifest: dict):
                 f"{cfg.tfrecord_dir()} was built with {name}={found} but the config says {configured}; "
                 f"re-run `python preprocess.py` with this config"
             )
+    n_classes = data_manifest["inputs"]["n_classes"]
     return dataclasses.replace(
         cfg,
         n_features=data_manifest["inputs"]["n_features"],
-        n_classes=data_manifest["inputs"]["n_classes"],
+        n_classes=n_classes,
+        B=hashing.default_buckets(n_classes) if cfg.B is None else cfg.B,
     )
 
 
