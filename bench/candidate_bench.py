@@ -12,14 +12,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
+import common  # noqa: F401  (puts the repository root on sys.path, for config)
 import numpy as np
 
-# config.py lives in the repository root, which is not on the path of a script run from bench/.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import config  # noqa: E402
-from mach.cli import add_config_flags, config_from_args, setup_logging  # noqa: E402
+import config
+from mach.cli import add_config_flags, config_from_args, setup_logging
 
 
 def timed_merge(merge, logits: np.ndarray, batch: int) -> tuple[np.ndarray, float]:

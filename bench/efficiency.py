@@ -31,14 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # config.py lives at the repository root
+from common import machine  # also puts the repository root on sys.path, for config
 
 import config
 import mach.training
@@ -68,12 +65,6 @@ class BenchNet(MachNet):
 
 class TodayNet(BenchNet):
     today = True
-
-
-def cpu_name() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-    return names[0] if names else "unknown CPU"
 
 
 def synthetic_batch(rng, batch: int, D: int, nnz: int, B: int):
@@ -370,7 +361,7 @@ def main(argv=None) -> int:
         print(json.dumps(wide_rows(args, peaks)))
         return 0
     threads = tf.config.threading.get_intra_op_parallelism_threads() or "all"
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {threads} threads, TF {tf.__version__}")
+    print(f"machine: {machine()}, {threads} threads, TF {tf.__version__}")
     # Tables are printed at the end, with fractions of the best peak of the whole run.
     tables = []
     if "step" not in args.skip:

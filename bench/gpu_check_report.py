@@ -10,8 +10,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from mach.files import write_json_atomic, write_text_atomic  # noqa: E402
+import common  # noqa: F401  (puts src/ on sys.path, for a Python without mach installed)
+
+from mach.files import write_json_atomic, write_text_atomic
 
 
 def gpu_memory_mb(path: Path) -> dict:

@@ -15,10 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repository root on sys.path, for config)
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # config.py lives at the repository root
 
 import config
 from mach.cli import add_config_flags, config_from_args, setup_logging

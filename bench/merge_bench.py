@@ -13,6 +13,7 @@ import resource
 import time
 
 import numpy as np
+from common import best_seconds
 
 from mach.hashing import build_label_lookup
 from mach.merge import merge_topk, merge_topk_numpy, merge_topk_numpy_fast
@@ -26,15 +27,6 @@ def build_lookups(K: int, B: int, R: int) -> np.ndarray:
     for r in range(R):
         label_to_bucket[r] = build_label_lookup(K, B, seed=r)
     return label_to_bucket
-
-
-def best_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def memory_bandwidth(n_bytes: int = 1 << 28) -> float:

@@ -16,27 +16,18 @@ import argparse
 import io
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import REPO, machine  # also puts the repository root on sys.path, for config
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # config.py lives at the repository root
 import config
 from mach.cli import add_config_flags, config_from_args, run_main, setup_logging
 
 BATCHES = (1, 32, 1024)
-
-
-def cpu_model() -> str:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    names = [line.split(":", 1)[1].strip() for line in text.splitlines() if "Model name" in line]
-    return f"{names[0] if names else platform.processor()}, {os.cpu_count()} cores"
 
 
 def test_rows(cfg, n: int):
@@ -229,14 +220,14 @@ def main(argv=None) -> int:
 
 def _bench(args, log) -> int:
     cfg = config_from_args(args, config.BASE, config.DATASETS)
-    machine = f"{cpu_model()}, load average {os.getloadavg()[0]:.2f} at start"
+    host = f"{machine()}, load average {os.getloadavg()[0]:.2f} at start"
     out_dir = REPO / "bench" / "out"
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.merge_sweep:
         Ks = [int(float(k)) for k in args.K.split(",")]
         sweep = merge_sweep(Ks, cfg.R, 10, 2, cfg.top_k, args.repeats, log)
         (out_dir / "predict_merge_sweep.json").write_text(
-            json.dumps({"machine": machine, "rows": sweep}, indent=2) + "\n"
+            json.dumps({"machine": host, "rows": sweep}, indent=2) + "\n"
         )
         return 0
     from mach.prepare import load_data_manifest, with_data_sizes
@@ -251,14 +242,14 @@ def _bench(args, log) -> int:
     header = (
         "| path | batch 1 rows/s | batch 32 rows/s | batch 1024 rows/s | p50 ms (1 row) | p99 ms |"
     )
-    lines = [f"Machine: {machine}.", "", header, "|---|---:|---:|---:|---:|---:|"]
+    lines = [f"Machine: {host}.", "", header, "|---|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
         per_s = " | ".join(f"{r[f'rows_per_s_batch{b}']:,.0f}" for b in BATCHES)
         lines.append(f"| {name} | {per_s} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
     lines += peers(cfg.name)
     print("\n".join(lines))
     (out_dir / f"predict_bench_{cfg.name}.json").write_text(
-        json.dumps({"machine": machine, "results": results}, indent=2) + "\n"
+        json.dumps({"machine": host, "results": results}, indent=2) + "\n"
     )
     return 0
 

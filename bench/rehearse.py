@@ -23,11 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "src"))
-import config  # noqa: E402
-from mach.synthetic import SyntheticSpec, write_dataset  # noqa: E402
+from common import REPO, cpu_name  # also puts the repository root on sys.path, for config
+
+import config
+from mach.synthetic import SyntheticSpec, write_dataset
 
 # Published shape of each dataset: labels per row, features per row, full train rows. Features per row of
 # Amazon-3M and ODP are not in our sources: the values marked "assumed" are guesses of the right order.
@@ -143,7 +142,7 @@ def main(argv=None) -> int:
         )
     record = {
         "preset": args.preset,
-        "cpu": _cpu(),
+        "cpu": cpu_name(),
         "K": cfg.n_classes,
         "D": cfg.n_features,
         "input_dim": cfg.input_dim(),
@@ -177,13 +176,6 @@ def markdown_row(rec: dict) -> str:
         f"{s['evaluate_candidates']['wall_s']} s | {s['evaluate_approx']['wall_s']} s | "
         f"{s['train']['checkpoint_bytes'] / 2**30:.2f} GiB | {rec['projected_full_run_hours_this_cpu']} h |"
     )
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from merge_bench import best_seconds  # bench/ is on sys.path when a bench script runs
+from common import best_seconds
 
 from mach.hashing import build_label_lookup, invert_lookup
 from mach.merge import merge_candidates, merge_topk
@@ -41,36 +41,6 @@ def repetitions_for(K: int) -> int:
 def n_params(input_dim: int, hidden: int, outputs: int) -> int:
     """Weights and biases of input -> hidden (ReLU) -> outputs, the MachNet layout."""
     return input_dim * hidden + hidden + hidden * outputs + outputs
-
-
-def train_rate(
-    input_dim: int, hidden: int, outputs: int, batch: int, nnz: int, steps: int
-) -> tuple[float, int]:
-    """Training examples/s of one MachNet with `outputs` logits (B for MACH, K for the full softmax), and
-    the parameters of the instantiated model."""
-    import tensorflow as tf
-
-    from mach.model import Adam, MachNet, bucket_loss
-
-    model = MachNet(input_dim, (hidden,), outputs, 0.0, 0, 0)
-    optimizer = Adam(model.trainable_variables, 1e-3)
-    rng = np.random.default_rng(0)
-    rows = np.repeat(np.arange(batch), nnz)
-    cols = rng.integers(0, input_dim, batch * nnz)
-    indices = np.unique(np.stack([rows, cols], axis=1), axis=0)
-    inputs = tf.SparseTensor(indices, tf.ones(len(indices)), [batch, input_dim])
-    targets = tf.one_hot(rng.integers(0, outputs, batch), outputs)  # [batch, outputs] float32
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            loss = bucket_loss(model(inputs), targets, "softmax")
-        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-        return loss
-
-    step()  # trace
-    seconds = best_seconds(lambda: [step() for _ in range(steps)][-1].numpy(), 2)
-    return batch * steps / seconds, model.n_params()
 
 
 def lookups(K: int, B: int, R: int):
@@ -116,16 +86,21 @@ def run_K(K: int, args, tf_rates: dict) -> dict:
         "bytes_full": 4 * full,
     }
 
-    # Training: one MACH repetition depends on B only; the softmax on K.
+    # Training: one MACH repetition depends on B only; the softmax on K. Imported here because it
+    # imports TensorFlow, which --replot does not need.
+    from train_throughput import train_rate
+
     if B not in tf_rates:
-        tf_rates[B] = train_rate(D, H, B, args.batch, args.nnz, args.steps)
+        tf_rates[B] = train_rate(D, (H,), B, args.batch, args.nnz, args.steps)
     rate, instantiated = tf_rates[B]
     assert instantiated == one
     out.update(
         train_one=rate, train_R=rate / R, train_one_source="measured", train_R_source="measured / R"
     )
     if K <= args.softmax_max_K:
-        rate_full, instantiated = train_rate(D, H, K, args.batch, args.nnz, max(2, args.steps // 4))
+        rate_full, instantiated = train_rate(
+            D, (H,), K, args.batch, args.nnz, max(2, args.steps // 4)
+        )
         assert instantiated == full
         out.update(
             train_full=rate_full, train_full_source="measured", params_full_source="instantiated"

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO
 
 
 def run(script: str, flags: list[str]) -> None:
