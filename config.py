@@ -67,13 +67,13 @@ class Config:
 
     # model
     # hidden layer widths (ReLU), input -> hidden... -> B logits; () = linear
-    hidden: tuple[int, ...] = (500,)
+    hidden: tuple[int, ...] = (1024, 512)
     # dropout rate after each hidden layer (training only)
-    dropout: float = 0.0
+    dropout: float = 0.5
     # "softmax": CE vs normalised bucket multi-hot (paper); "bce": sigmoid CE (official code)
     loss: str = "softmax"
     # input rows: "l2" = unit length, "max" = largest |value| 1, "none" = as in the file
-    normalize: str = "l2"
+    normalize: str = "max"
 
     # train
     # initialisation and loss averaging: "improved" (Glorot, zero biases, BCE summed over buckets),
@@ -81,13 +81,14 @@ class Config:
     # "precursor" (tinytinyeye/MACH: truncated normal 0.01 weights, zero biases)
     recipe: str = "improved"
     # Adam learning rate
-    lr: float = 1e-3
+    lr: float = 2e-3
     # Adam epsilon (TF1 default 1e-8; the precursor's ImageNet demo used 1.0)
     adam_epsilon: float = 1e-7
     # rows per step
     batch_size: int = 256
-    # passes over the training rows
-    epochs: int = 10
+    # passes over the training rows; None = 10, or more on small data so that training takes at least
+    # 500 steps (mach.prepare.default_epochs)
+    epochs: int | None = None
     # initialisation, shuffling and dropout seed (combined with r)
     seed: int = 0
     # rows held for shuffling before batching (1 = file order)
@@ -178,6 +179,9 @@ class Config:
         return self.feat_hash_dim if self.feat_hash_dim is not None else self.n_features
 
 
+# What a dataset without a preset gets: the recipe tuned on Delicious (two hidden layers, dropout 0.5,
+# lr 2e-3, rows scaled to max 1), B from K and epochs from the rows, checked against the peers on the
+# development suite (README, "Defaults on new data").
 BASE = Config()
 
 # What all of the official code trains with: sigmoid BCE, TF1 Adam (lr 1e-3, epsilon 1e-8), raw feature

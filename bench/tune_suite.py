@@ -16,14 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import common  # the repository on sys.path: the entry scripts live at its root
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the entry scripts live at the repository root
+import evaluate
+import preprocess
+import train
 
-import evaluate  # noqa: E402
-import preprocess  # noqa: E402
-import train  # noqa: E402
+REPO = common.REPO
 
 KS = ["P@1", "P@3", "P@5"]
 

@@ -125,7 +125,7 @@ RANGES = [
     ("lr", lambda v: 0.0 < v < float("inf"), "a positive learning rate"),
     ("adam_epsilon", lambda v: 0.0 < v < float("inf"), "a positive number"),
     ("batch_size", lambda v: v >= 1, "a positive integer"),
-    ("epochs", lambda v: v >= 1, "a positive integer"),
+    ("epochs", lambda v: v is None or v >= 1, "None (chosen from the rows) or a positive integer"),
     ("seed", lambda v: 0 <= v <= INT32_MAX, "0..2^31-1"),
     ("shuffle_buffer", lambda v: v >= 1, "a positive integer (1 = no shuffling)"),
     ("keep_checkpoints", lambda v: v >= 0, "0 (keep every epoch) or a positive integer"),

@@ -8,6 +8,7 @@ disagrees with their config.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from pathlib import Path
@@ -259,13 +260,27 @@ def with_data_sizes(cfg, data_manifest: dict):
                 f"{cfg.tfrecord_dir()} was built with {name}={found} but the config says {configured}; "
                 f"re-run `python preprocess.py` with this config"
             )
-    n_classes = data_manifest["inputs"]["n_classes"]
+    n_classes, rows = data_manifest["inputs"]["n_classes"], data_manifest["train"]["rows"]
     return dataclasses.replace(
         cfg,
         n_features=data_manifest["inputs"]["n_features"],
         n_classes=n_classes,
         B=hashing.default_buckets(n_classes) if cfg.B is None else cfg.B,
+        epochs=default_epochs(rows, cfg.batch_size) if cfg.epochs is None else cfg.epochs,
     )
+
+
+MIN_STEPS, MIN_EPOCHS, MAX_EPOCHS = 500, 10, 200
+
+
+def default_epochs(train_rows: int, batch_size: int) -> int:
+    """Epochs for a config that leaves them open: 10, or enough for MIN_STEPS optimiser steps.
+
+    Adam needs a few hundred steps whatever the data's size; 10 epochs of a thousand rows are 40
+    steps of 256, far too few (the development suite's small sets, README "Defaults").
+    """
+    steps_per_epoch = max(1, math.ceil(train_rows / batch_size))
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
 
 
 def lookup_identity(cfg) -> dict:

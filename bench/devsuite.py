@@ -1,0 +1,176 @@
+"""MACH's defaults against the peers on every set of the development suite (../shared/data).
+
+    python bench/devsuite.py                              # every set, every method: bench/out/devsuite.md
+    python bench/devsuite.py --methods mach               # re-run MACH only; the peers' results are kept
+    python bench/devsuite.py --sets enron,medical --set epochs=20
+
+Each set runs through bench/compare.py (same L2-normalised rows for every method, same threads, one
+scorer), as a dataset without a preset: MACH gets exactly what a new user's first run gets. The data
+come from bench/devsuite_data.py (splits recorded there). Results accumulate in <out>/devsuite.json, so
+one method can be re-run without the others; the table marks where MACH is at or above the best peer,
+or within 1 point, on P@1, P@3 and P@5.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import common
+import devsuite_data
+
+REPO = common.REPO
+KS = ["P@1", "P@3", "P@5"]
+TOLERANCE = 1.0  # points of precision MACH may trail the best peer by
+PEERS = ["napkinxc_plt", "omikuji_parabel", "omikuji_bonsai", "pecos_xrlinear"]
+LABELS = {
+    "napkinxc_plt": "napkinXC",
+    "omikuji_parabel": "omikuji-P",
+    "omikuji_bonsai": "omikuji-B",
+    "pecos_xrlinear": "PECOS",
+}
+
+
+def run_set(name: str, args) -> dict:
+    """compare.py on one set; {method: result} as compare.py wrote it."""
+    folder = args.data / name
+    if not (folder / "test.txt").exists():
+        devsuite_data.prepare(name, args.data, valid=False)
+    cmd = [sys.executable, str(REPO / "bench" / "compare.py"), "--dataset", f"dev_{name}"]
+    cmd += ["--train", str(folder / "train.txt"), "--test", str(folder / "test.txt")]
+    cmd += ["--methods", args.methods, "--threads", str(args.threads), "--latency-rows", "20"]
+    cmd += ["--work-dir", str(args.work_dir), "--out-dir", str(args.work_dir / "out")]
+    cmd += [arg for pair in args.overrides for arg in ("--set", pair)]
+    log_path = args.work_dir / "logs" / f"{name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    if done.returncode != 0:
+        return {
+            m: {"error": f"compare.py exit {done.returncode}; see {log_path}"}
+            for m in args.methods.split(",")
+        }
+    out = json.loads((args.work_dir / "out" / f"compare_dev_{name}.json").read_text())
+    info = json.loads((folder / "split.json").read_text())
+    results = out["results"]
+    if "mach" in results and "settings" in results["mach"]:
+        results["mach"]["B"] = int(results["mach"]["settings"].split(" B=")[1].split()[0])
+    return {
+        m: {**r, "_data": info, "_dropped": out.get("dropped_train_rows", 0)}
+        for m, r in results.items()
+    }
+
+
+def best_peer(results: dict, k: str) -> tuple[str | None, float | None]:
+    scored = [(r[k], m) for m, r in results.items() if m in PEERS and "error" not in r]
+    if not scored:
+        return None, None
+    value, method = max(scored)
+    return method, value
+
+
+def format_table(table: dict) -> str:
+    lines = [
+        "| set | train / test rows | D | K | B | MACH P@1 / P@3 / P@5 | best peer P@1 / P@3 / P@5 | "
+        "MACH - best | within 1 point |",
+        "|---|---:|---:|---:|---:|---|---|---|:-:|",
+    ]
+    gaps_all = []
+    for name, results in table.items():
+        mach = results.get("mach", {"error": "not run"})
+        info = next(iter(results.values())).get("_data", {})
+        rows = f"{info.get('train_rows', '?')} / {info.get('test_rows', '?')}"
+        head = f"| {name} | {rows} | {info.get('n_features', '?')} | {info.get('n_classes', '?')} |"
+        if "error" in mach:
+            lines.append(f"{head} | – | {mach['error']} | | | |")
+            continue
+        bests = [best_peer(results, k) for k in KS]
+        peer_cells = " / ".join(f"{v:.2f} ({LABELS[m]})" if m else "–" for m, v in bests)
+        gaps = [mach[k] - v for k, (_, v) in zip(KS, bests) if v is not None]
+        gaps_all.append(gaps)
+        ok = "yes" if gaps and min(gaps) >= -TOLERANCE else "no"
+        lines.append(
+            f"{head} {mach.get('B', '?')} | "
+            + " / ".join(f"{mach[k]:.2f}" for k in KS)
+            + f" | {peer_cells} | "
+            + " / ".join(f"{g:+.2f}" for g in gaps)
+            + f" | {ok} |"
+        )
+    complete = [g for g in gaps_all if len(g) == len(KS)]
+    if complete:
+        mean = [sum(g[i] for g in complete) / len(complete) for i in range(len(KS))]
+        lines.append(
+            f"| mean over {len(complete)} sets | | | | | | | "
+            + " / ".join(f"{m:+.2f}" for m in mean)
+            + f" | {sum(min(g) >= -TOLERANCE for g in complete)} of {len(complete)} |"
+        )
+    return "\n".join(lines)
+
+
+def format_methods(table: dict) -> str:
+    """Every method's P@1/3/5 on every set (the detail behind the summary)."""
+    methods = ["mach", *PEERS]
+    lines = ["| set | " + " | ".join(["MACH", *(LABELS[m] for m in PEERS)]) + " |"]
+    lines.append("|---|" + "---|" * len(methods))
+    for name, results in table.items():
+        cells = []
+        for m in methods:
+            r = results.get(m, {"error": "not run"})
+            cells.append("error" if "error" in r else " / ".join(f"{r[k]:.1f}" for k in KS))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=REPO / "work" / "devsuite" / "data")
+    parser.add_argument("--sets", default=",".join(devsuite_data.SOURCES))
+    parser.add_argument("--methods", default=",".join(["mach", *PEERS]))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work-dir", type=Path, default=REPO / "work" / "devsuite" / "runs")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "devsuite.json")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Config override for MACH (repeatable); the table then shows those settings",
+    )
+    args = parser.parse_args(argv)
+    args.data, args.work_dir = args.data.resolve(), args.work_dir.resolve()
+    unknown = set(args.sets.split(",")) - set(devsuite_data.SOURCES)
+    if unknown:
+        print(f"error: unknown sets {sorted(unknown)}", file=sys.stderr)
+        return 2
+    table = json.loads(args.out.read_text()) if args.out.exists() else {}
+    start = time.time()
+    for name in args.sets.split(","):
+        results = run_set(name, args)
+        table[name] = {**table.get(name, {}), **results}
+        mach = results.get("mach", {})
+        print(
+            f"set={name} "
+            + " ".join(
+                f"{m}={'/'.join(f'{r[k]:.1f}' for k in KS) if 'error' not in r else 'error'}"
+                for m, r in results.items()
+            )
+            + (f" B={mach.get('B')}" if mach else "")
+            + f" elapsed_s={time.time() - start:.0f}",
+            flush=True,
+        )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(table, indent=1, default=str) + "\n")
+    ordered = {n: table[n] for n in devsuite_data.SOURCES if n in table}
+    text = format_table(ordered) + "\n\n" + format_methods(ordered) + "\n"
+    args.out.with_suffix(".md").write_text(text)
+    print("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
