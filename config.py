@@ -95,6 +95,9 @@ class Config:
     shuffle_buffer: int = 100_000
     # checkpoints kept per repetition; 0 = every epoch
     keep_checkpoints: int = 2
+    # seconds between checkpoints: an epoch ending sooner after the last one is not saved (the last
+    # epoch always is; with keep_checkpoints=0 every epoch is); 0 = save every epoch
+    checkpoint_interval_s: float = 60.0
     # lazy Adam on the first layer: only the rows of features in the batch change (its gradient is
     # sparse); "on", "off" (dense gradient and Adam, as the official code), "auto" = on above 50,000 inputs
     sparse_first_layer: str = "auto"

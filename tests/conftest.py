@@ -64,12 +64,14 @@ def tiny_cfg(tiny_files, tmp_path: Path) -> config.Config:
         top_k=5,
         eval_batch_size=16,
         threads=1,
+        checkpoint_interval_s=0.0,  # tests look at every epoch's checkpoint
     )
 
 
 def cli_flags(files: dict[str, Path], dataset: str, work: Path, **overrides) -> list[str]:
     """Script flags that point at the tiny files, with a small model (R=2, 1 epoch) unless overridden."""
-    sets = {"B": 8, "R": 2, "hidden": (16,), "epochs": 1, "batch_size": 16, **overrides}
+    sets = {"B": 8, "R": 2, "hidden": (16,), "epochs": 1, "batch_size": 16}
+    sets = {**sets, "checkpoint_interval_s": 0.0, **overrides}
     flags = ["--dataset", dataset, "--work-dir", str(work)]
     flags += [
         "--set",

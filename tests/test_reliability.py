@@ -146,7 +146,7 @@ def test_rows_read_are_checked_against_the_manifest(tiny_cfg):
     cfg, manifest = preprocess(tiny_cfg)
     lying = {**manifest, "train": {**manifest["train"], "rows": 65}}
     lying["train"].pop("sizes")
-    with pytest.raises(ValueError, match=r"epoch 1 read 64 training rows but .* should hold 65"):
+    with pytest.raises(ValueError, match=r"epoch 1 read \d+ training rows but .* should hold 65"):
         train_repetitions(cfg, [0], lying, False, quiet)
 
 

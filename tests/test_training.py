@@ -84,6 +84,7 @@ def test_partial_last_batch_is_kept_and_unlabeled_rows_weigh_nothing(tiny_cfg, t
             dataclasses.replace(cfg, batch_size=10),
             tfrecord_files(cfg.tfrecord_dir(), manifest["train"]),
             0,
+            1,
         )
     )
     assert [int(y.shape[0]) for _, y in batches] == [10] * 6 + [4]  # 64 rows: no zero-padding
@@ -177,6 +178,35 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
     resumed = trained_weights(cfg2, manifest2, [])
     for r in range(cfg.R):
         for a, b in zip(uninterrupted[r], resumed[r]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_one_pipeline_over_epochs_replays_each_epochs_own_order(tiny_cfg):
+    cfg, manifest = preprocess(tiny_cfg)
+    files = tfrecord_files(cfg.tfrecord_dir(), manifest["train"])
+    rep = Repetition(cfg, 0)
+
+    def bucket_rows(first, last):
+        return [y.numpy() for _, y in rep.dataset(cfg, files, first, last)]
+
+    run, apart = bucket_rows(0, 3), bucket_rows(0, 1) + bucket_rows(1, 2) + bucket_rows(2, 3)
+    assert len(run) == len(apart) == 12 and all(np.array_equal(a, b) for a, b in zip(run, apart))
+    assert not np.array_equal(run[0], run[4])  # each epoch has its own order
+
+
+def test_short_epochs_are_saved_once_per_interval_with_the_same_result(tiny_cfg, tmp_path):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=3, dropout=0.1))
+    every_epoch = trained_weights(cfg, manifest, [[0, 1]])
+    assert [p.name for p in sorted(cfg.ckpt_dir(0).glob("ckpt-*.index"))] == [
+        "ckpt-2.index",
+        "ckpt-3.index",
+    ]  # keep_checkpoints=2
+    cfg2 = dataclasses.replace(cfg, work_dir=str(tmp_path / "hourly"), checkpoint_interval_s=3600)
+    cfg2, manifest2 = preprocess(cfg2)
+    last_only = trained_weights(cfg2, manifest2, [[0, 1]])
+    assert [p.name for p in cfg2.ckpt_dir(0).glob("ckpt-*.index")] == ["ckpt-3.index"]
+    for r in range(cfg.R):
+        for a, b in zip(every_epoch[r], last_only[r]):
             np.testing.assert_array_equal(a, b)
 
 

@@ -129,6 +129,7 @@ RANGES = [
     ("seed", lambda v: 0 <= v <= INT32_MAX, "0..2^31-1"),
     ("shuffle_buffer", lambda v: v >= 1, "a positive integer (1 = no shuffling)"),
     ("keep_checkpoints", lambda v: v >= 0, "0 (keep every epoch) or a positive integer"),
+    ("checkpoint_interval_s", lambda v: v >= 0, "0 (every epoch) or a number of seconds"),
     ("top_k", lambda v: v >= 1, "a positive integer"),
     ("eval_batch_size", lambda v: v >= 1, "a positive integer"),
     ("eval_group_size", lambda v: v >= 0, "0 (all R at once) or a positive integer"),

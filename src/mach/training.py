@@ -73,13 +73,15 @@ class Repetition:
             cfg.normalize,
         )
 
-    def dataset(self, cfg, files: list[str], epoch: int) -> tf.data.Dataset:
-        # The order of epoch e is a function of (seed, r, e): a resumed epoch replays the same batches.
-        rows = read_rows(
-            files,
-            cfg.batch_size,
-            shuffle_seed=repetition_seed(cfg.seed, self.r, 1000 + epoch),
-            shuffle_buffer=cfg.shuffle_buffer,
+    def dataset(self, cfg, files: list[str], first: int, last: int) -> tf.data.Dataset:
+        """The batches of epochs first..last-1, back to back: one pipeline, traced once, for a run of
+        many short epochs. The order of epoch e is a function of (seed, r, e), so a resumed epoch
+        replays the same batches."""
+        seeds = [repetition_seed(cfg.seed, self.r, 1000 + e) for e in range(first, last)]
+        rows = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(
+            lambda seed: read_rows(
+                files, cfg.batch_size, shuffle_seed=seed, shuffle_buffer=cfg.shuffle_buffer
+            )
         )
         return rows.map(
             lambda parsed: self.model_input(cfg, parsed),
@@ -237,28 +239,43 @@ def _train_epochs(cfg, reps, files, rows, steps_per_epoch, log) -> None:
         rep.r: tf.summary.create_file_writer(str(cfg.log_dir() / "tensorboard" / f"r{rep.r:02d}"))
         for rep in reps
     }
-    steps = {}  # one traced train step per set of active repetitions
-    for epoch in range(cfg.epochs):
-        # Repetitions resumed at different epochs simply sit out the epochs they already have.
-        active = [rep for rep in reps if int(rep.epoch.numpy()) <= epoch]
-        if not active:
-            continue
-        key = tuple(rep.r for rep in active)
-        steps.setdefault(key, _make_train_step(cfg, active))
-        _train_epoch(cfg, active, steps[key], files, epoch, steps_per_epoch, rows, writers, log)
+    # Repetitions resumed at different epochs sit out the epochs they already have, so the set of
+    # active repetitions only grows; each stretch of epochs with one set has one pipeline and step.
+    done = sorted({int(rep.epoch.numpy()) for rep in reps})
+    starts = [e for e in done if e < cfg.epochs]
+    last_save = time.time()
+    for first, last in zip(starts, [*starts[1:], cfg.epochs]):
+        active = [rep for rep in reps if int(rep.epoch.numpy()) <= first]
+        train_step = _make_train_step(cfg, active)
+        batches = iter(
+            tf.data.Dataset.zip(
+                tuple(rep.dataset(cfg, files, first, last) for rep in active)
+            ).prefetch(2)
+        )
+        for epoch in range(first, last):
+            _train_epoch(
+                cfg, active, train_step, batches, epoch, steps_per_epoch, rows, writers, log
+            )
+            # Short epochs are not each worth a checkpoint (writing R of them can take longer than
+            # the epoch); the last epoch, and every epoch with keep_checkpoints=0, always is.
+            due = time.time() - last_save >= cfg.checkpoint_interval_s
+            if epoch + 1 == cfg.epochs or cfg.keep_checkpoints == 0 or due:
+                for rep in active:
+                    _save(cfg, rep, epoch)
+                last_save = time.time()
 
 
 def _train_epoch(
-    cfg, active, train_step, files, epoch, steps_per_epoch, rows, writers, log
+    cfg, active, train_step, batches, epoch, steps_per_epoch, rows, writers, log
 ) -> None:
-    batches = tf.data.Dataset.zip(tuple(rep.dataset(cfg, files, epoch) for rep in active)).prefetch(
-        2
-    )
     bar = tf.keras.utils.Progbar(steps_per_epoch, unit_name="step") if sys.stdout.isatty() else None
     start = time.time()
     total = tf.zeros([len(active)])
     rows_seen = 0
-    for step, batch in enumerate(batches, start=1):
+    for step in range(1, steps_per_epoch + 1):
+        batch = next(batches, None)
+        if batch is None:
+            break
         losses = train_step(batch)
         total += losses
         rows_seen += int(batch[0][1].shape[0])
@@ -275,14 +292,6 @@ def _train_epoch(
     mean_losses = (total / steps_per_epoch).numpy()
     for rep, loss in zip(active, mean_losses):
         rep.epoch.assign(epoch + 1)
-        old = _replace_old_checkpoints(cfg, rep) if rep.replace_old else None
-        try:
-            rep.manager.save(checkpoint_number=epoch + 1)
-        except BaseException:
-            remove_stale_temporaries(cfg.ckpt_dir(rep.r))  # e.g. a full disk: no ckpt-N_temp/ left
-            raise
-        if old is not None:
-            shutil.rmtree(old)
         rep.last_loss, rep.seconds = float(loss), rep.seconds + seconds
         with writers[rep.r].as_default():
             tf.summary.scalar("loss", loss, step=epoch + 1)
@@ -292,6 +301,17 @@ def _train_epoch(
             f"r={rep.r} epoch={epoch + 1} loss={loss:.5f} ex_per_s={rows / seconds:.0f} "
             f"ex_per_s_all={rows * len(active) / seconds:.0f} seconds={seconds:.2f}"
         )
+
+
+def _save(cfg, rep: Repetition, epoch: int) -> None:
+    old = _replace_old_checkpoints(cfg, rep) if rep.replace_old else None
+    try:
+        rep.manager.save(checkpoint_number=epoch + 1)
+    except BaseException:
+        remove_stale_temporaries(cfg.ckpt_dir(rep.r))  # e.g. a full disk: no ckpt-N_temp/ left
+        raise
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def _saved_summary(cfg, rep: Repetition, rows: int) -> dict:
