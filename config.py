@@ -87,7 +87,7 @@ class Config:
     # rows per step
     batch_size: int = 256
     # passes over the training rows; None = 10, or more on small data so that training takes at least
-    # 500 steps (mach.prepare.default_epochs)
+    # 100 steps (mach.prepare.default_epochs)
     epochs: int | None = None
     # initialisation, shuffling and dropout seed (combined with r)
     seed: int = 0

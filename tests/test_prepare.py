@@ -181,14 +181,15 @@ def test_tuning_mode_holds_out_training_rows_and_never_reads_test(tiny_cfg, tiny
 def test_b_and_epochs_left_open_are_chosen_from_the_data(tiny_cfg):
     cfg, _ = preprocess(dataclasses.replace(tiny_cfg, B=None, epochs=None))
     assert cfg.B == N_CLASSES  # K=50 <= 128: a bucket per class
-    assert cfg.epochs == 125  # 64 rows in batches of 16: 4 steps an epoch
+    assert cfg.epochs == 25  # 64 rows in batches of 16: 4 steps an epoch
     assert cfg.label_lookup_path(0).exists() and f"/B{N_CLASSES}-" in str(cfg.run_dir())
 
 
 def test_epochs_left_open_give_small_data_enough_steps():
     from mach.prepare import default_epochs
 
-    # 10 epochs where that is already 500+ steps (Delicious: 12,920 rows, 51 steps an epoch) ...
+    # 10 epochs where that is already 100+ steps (Delicious: 12,920 rows, 51 steps an epoch) ...
     assert default_epochs(12_920, 256) == 10 and default_epochs(10**7, 256) == 10
-    # ... more passes over small data, up to 200.
-    assert default_epochs(1_000, 256) == 125 and default_epochs(266, 256) == 200
+    # ... more passes over small data (at most 100: one step an epoch).
+    assert default_epochs(1_000, 256) == 25 and default_epochs(266, 256) == 50
+    assert default_epochs(20, 256) == 100 and default_epochs(1, 1) == 100
