@@ -172,6 +172,10 @@ def run_mach(args, data_dir: Path, out_dir: Path, log) -> dict:
         if runs[step]["returncode"] != 0:
             return failure(f"mach {step}", runs[step], log_path)
     result = json.loads((out_dir / "result.json").read_text())
+    # B and epochs left open are chosen from the data: the run directory is known only now.
+    from mach.prepare import load_data_manifest, with_data_sizes
+
+    mach_cfg = with_data_sizes(mach_cfg, load_data_manifest(mach_cfg))
     # train.py's own loop time leaves out TF's import and start-up, which the process wall includes.
     train_log = (out_dir / "logs" / "train.log").read_text()
     loop_times = re.findall(r"^done r=\d+ .* wall_s=([0-9.]+)", train_log, re.MULTILINE)
