@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace repetitions that already have checkpoints (the old ones go once epoch 1 is saved)",
+        help="replace repetitions that already have checkpoints (the old ones go once the new run saves its first checkpoint)",
     )
     parser.add_argument(
         "--print", metavar="KEY", help="print one resolved Config value and exit (for train.sh)"

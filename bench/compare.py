@@ -161,7 +161,11 @@ def run_mach(args, data_dir: Path, out_dir: Path, log) -> dict:
         "--latency-rows",
         args.latency_rows,
     ]
-    steps = [("preprocess", [REPO / "preprocess.py"]), ("train", [REPO / "train.py"])]
+    # A compare run always trains afresh: --overwrite replaces the model of an earlier run.
+    steps = [
+        ("preprocess", [REPO / "preprocess.py"]),
+        ("train", [REPO / "train.py", "--overwrite"]),
+    ]
     steps += [("evaluate", [REPO / "evaluate.py"]), ("timing", timing)]
     for step, script in steps:
         log_path = out_dir / "logs" / f"{step}.log"

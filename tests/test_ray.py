@@ -26,7 +26,9 @@ RAY = Path(sys.executable).parent / "ray"
 HEAD_IP = (
     "127.0.0.2"  # loopback, but not the 127.0.0.1 that Ray swaps for this machine's own address
 )
+# checkpoint_interval_s=0: the kill-and-resume test needs epoch 1 saved.
 SETTINGS = {"B": 8, "hidden": (16,), "epochs": 2, "batch_size": 16, "eval_batch_size": 8}
+SETTINGS["checkpoint_interval_s"] = 0.0
 
 pytestmark = [pytest.mark.slow]
 needs_ray = pytest.mark.skipif(

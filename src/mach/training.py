@@ -129,7 +129,9 @@ def _start(cfg, reps: list[Repetition], resume: bool, overwrite: bool, log) -> N
         remove_stale_temporaries(ckpt_dir)
         if plan == "replace":
             rep.replace_old = True
-            log(f"r={rep.r} overwrite: the old checkpoints in {ckpt_dir} go once epoch 1 is saved")
+            log(
+                f"r={rep.r} overwrite: the old checkpoints in {ckpt_dir} go once the new run saves its first checkpoint"
+            )
             continue
         if plan == "resume":
             repair_state_file(ckpt_dir, log)
@@ -191,7 +193,7 @@ def train_repetitions(
     """Train the given repetitions for cfg.epochs each.  Returns one summary dict per repetition.
 
     resume: continue from each repetition's last complete epoch (finished ones are left alone);
-    overwrite: replace existing checkpoints (only once the new run has saved its first epoch).
+    overwrite: replace existing checkpoints (only once the new run has saved its first checkpoint).
     Without either, a repetition that already has checkpoints is refused.
     """
     files = tfrecord_files(cfg.tfrecord_dir(), data_manifest["train"])
