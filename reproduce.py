@@ -23,7 +23,7 @@ from pathlib import Path
 
 import config
 from mach import reproduce
-from mach.cli import config_from_args, setup_logging
+from mach.cli import add_set_flag, config_from_args, setup_logging
 
 REPO = Path(__file__).resolve().parent
 
@@ -48,13 +48,9 @@ def parse_args(argv):
         metavar="TRAIN,TEST",
         help="rows of the quick slice (default %(default)s)",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Config override passed to every script (repeatable); a key set here is never shrunk",
+    add_set_flag(
+        parser,
+        "Config override passed to every script (repeatable); a key set here is never shrunk",
     )
     return parser.parse_args(argv)
 

@@ -38,6 +38,7 @@ import config
 from mach import xcformat
 from mach.cli import (
     add_config_flags,
+    add_set_flag,
     apply_overrides,
     config_from_args,
     parse_ranges,
@@ -339,14 +340,8 @@ def parse_args(argv):
     add("--split", type=int, default=1, help="split column (1-based) of the split files")
     add("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
     add("--threads", type=int, default=2, help="threads for every method")
-    add(
-        "--set",
-        "--mach-set",
-        dest="mach_set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a Config override for MACH, as the scripts' --set (repeatable)",
+    add_set_flag(
+        parser, "a Config override for MACH, as the scripts' --set (repeatable)", "--mach-set"
     )
     add("--splits", help="also run MACH and the best peer on these split columns, e.g. 1-10")
     add("--latency-rows", type=int, default=300, help="test rows predicted one at a time")
@@ -404,7 +399,7 @@ def pin_mach_settings(args) -> list[str]:
     one MACH setting even when someone edits the preset meanwhile.
     """
     preset = preset_or_new(args.dataset, config.BASE, config.DATASETS)
-    resolved = dataclasses.asdict(apply_overrides(preset, args.mach_set))
+    resolved = dataclasses.asdict(apply_overrides(preset, args.overrides))
     return [f"{key}={value!r}" for key, value in resolved.items() if key not in PER_RUN_FIELDS]
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import common
 import devsuite_data
 
+from mach.cli import add_set_flag
+
 REPO = common.REPO
 KS = ["P@1", "P@3", "P@5"]
 TOLERANCE = 1.0  # points of precision MACH may trail the best peer by
@@ -133,13 +135,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work-dir", type=Path, default=REPO / "work" / "devsuite" / "runs")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "devsuite.json")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a Config override for MACH (repeatable); the table then shows those settings",
+    add_set_flag(
+        parser, "a Config override for MACH (repeatable); the table then shows those settings"
     )
     args = parser.parse_args(argv)
     args.data, args.work_dir = args.data.resolve(), args.work_dir.resolve()

@@ -22,19 +22,28 @@ CHOICES = {
 }
 
 
+def add_set_flag(parser: argparse.ArgumentParser, help: str, *aliases: str) -> None:
+    """The repeatable `--set KEY=VALUE` Config override, collected in args.overrides."""
+    parser.add_argument(
+        "--set",
+        *aliases,
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help,
+    )
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
         default="delicious",
         help="a preset from config.py, or a new name with --set *_file=...",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a Config field for this run (repeatable), e.g. --set B=128 --set 'hidden=(1024,512)'",
+    add_set_flag(
+        parser,
+        "override a Config field for this run (repeatable), e.g. --set B=128 --set 'hidden=(1024,512)'",
     )
     parser.add_argument("--work-dir", help="where outputs go (Config.work_dir)")
     parser.add_argument(
