@@ -210,6 +210,17 @@ def test_short_epochs_are_saved_once_per_interval_with_the_same_result(tiny_cfg,
             np.testing.assert_array_equal(a, b)
 
 
+def test_keeping_every_epoch_is_refused_up_front_when_the_disk_is_too_small(tiny_cfg, monkeypatch):
+    import shutil as shutil_module
+
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, keep_checkpoints=0, epochs=1000))
+    real = shutil_module.disk_usage
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda p: real(p)._replace(free=10_000_000))
+    with pytest.raises(ValueError, match=r"keep_checkpoints=0 keeps all 1000 epochs .* GiB free"):
+        train_repetitions(cfg, [0, 1], manifest, False, quiet)
+    assert not list(cfg.ckpt_dir(0).glob("ckpt-*"))  # refused before anything was written
+
+
 def test_resume_refuses_a_checkpoint_of_another_model(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
     train_repetitions(cfg, [0], manifest, False, quiet)

@@ -90,6 +90,21 @@ class Repetition:
         )
 
 
+def _check_room_for_every_epoch(cfg, reps: list[Repetition], log) -> None:
+    """keep_checkpoints=0 keeps every epoch: refuse up front a run whose checkpoints cannot fit."""
+    # A checkpoint holds the weights and Adam's two slots: 3 float32 per parameter.
+    need = sum(12 * rep.model.n_params() for rep in reps) * cfg.epochs
+    cfg.run_dir().mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cfg.run_dir()).free
+    log(f"keep_checkpoints=0 epochs={cfg.epochs} checkpoints_bytes~{need} free_bytes={free}")
+    if need > free:
+        raise ValueError(
+            f"keep_checkpoints=0 keeps all {cfg.epochs} epochs of {len(reps)} repetitions, about "
+            f"{need / 2**30:.1f} GiB, but {cfg.run_dir()} has {free / 2**30:.1f} GiB free: keep the last "
+            "few (--set keep_checkpoints=2), use fewer epochs, or train on a larger disk (--work-dir)"
+        )
+
+
 def _manager(cfg, rep: Repetition) -> tf.train.CheckpointManager:
     keep = cfg.keep_checkpoints or None  # 0 keeps every epoch
     return tf.train.CheckpointManager(rep.checkpoint, str(cfg.ckpt_dir(rep.r)), max_to_keep=keep)
@@ -220,6 +235,8 @@ def train_repetitions(
                 )
             )
         reps = [Repetition(cfg, r) for r in repetitions]
+        if cfg.keep_checkpoints == 0:
+            _check_room_for_every_epoch(cfg, reps, log)
         _start(cfg, reps, resume, overwrite, log)
         finished = [rep for rep in reps if int(rep.epoch.numpy()) >= cfg.epochs]
         for rep in finished:
