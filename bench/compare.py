@@ -25,13 +25,11 @@ import time
 from argparse import RawDescriptionHelpFormatter as RawDescription
 from pathlib import Path
 
+import common  # the repository on sys.path, for config
+import compare_report as report
 import numpy as np
 import scipy.sparse as sp
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # config.py lives at the repository root
-
-import compare_report as report
 import shared_matrix
 
 import config
@@ -46,6 +44,7 @@ from mach.cli import (
     setup_logging,
 )
 
+REPO = common.REPO
 PEER_PACKAGES = {
     "napkinxc_plt": "napkinxc==0.7.2",
     "omikuji_parabel": "omikuji==0.5.2",
@@ -312,14 +311,7 @@ def _n_classes(split_dir: Path) -> int:
 
 
 def machine_line(threads: int) -> str:
-    model = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        ),
-        platform.processor() or "unknown CPU",
-    )
+    model = common.cpu_name()
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{model}, {os.cpu_count()} cores visible, {memory_gib:.0f} GiB RAM, {platform.system()} "

@@ -57,8 +57,6 @@ def run_set(name: str, args) -> dict:
     out = json.loads((args.work_dir / "out" / f"compare_dev_{name}.json").read_text())
     info = json.loads((folder / "split.json").read_text())
     results = out["results"]
-    if "mach" in results and "settings" in results["mach"]:
-        results["mach"]["B"] = int(results["mach"]["settings"].split(" B=")[1].split()[0])
     return {
         m: {**r, "_data": info, "_dropped": out.get("dropped_train_rows", 0)}
         for m, r in results.items()

@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     result = {
         "method": "mach",
         "settings": f"{settings} loss={cfg.loss} merge={cfg.merge}",
+        "B": cfg.B,
         "threads": cfg.threads,
         "predict_ms_per_sample": 1e3 * batch_s / topk.shape[0],
         "eval_batch_size": cfg.eval_batch_size,
