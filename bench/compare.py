@@ -29,7 +29,6 @@ import common  # the repository on sys.path, for config
 import compare_report as report
 import numpy as np
 import scipy.sparse as sp
-
 import shared_matrix
 
 import config
