@@ -70,6 +70,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="also write the results here as JSON")
     args = parser.parse_args(argv)
     args.data = args.data.resolve()  # the scripts resolve relative data paths against data_dir
+    if not args.data.is_dir():
+        print(
+            f"error: no validation data at {args.data}; run `python bench/devsuite_data.py --valid "
+            f"--out {args.data}` first",
+            file=sys.stderr,
+        )
+        return 2
     sets = args.sets.split(",") if args.sets else sorted(p.name for p in args.data.iterdir())
     table = {}
     for variant in args.variant:
