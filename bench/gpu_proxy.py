@@ -148,6 +148,8 @@ def run_pack(args, pack):
         str(start_at),
         "--threads",
         str(max(1, args.threads // pack)),
+        "--tf32",
+        args.tf32,
     ]
     procs = [
         subprocess.Popen(cmd + ["--worker", str(w)], stdout=subprocess.PIPE, text=True)
@@ -162,28 +164,30 @@ def run_pack(args, pack):
     return rows
 
 
+def rate(rows, seconds):
+    return {"s": round(seconds, 3), "rows_per_s": round(rows / seconds, 1)}
+
+
 def evaluate(shape, device, rows, threads):
-    """Seconds for the R networks' forward pass over `rows` rows (GPU) and for the kernel's merge (CPU)."""
+    """Evaluation's parts, timed apart: the R networks' forward pass (GPU), copying the [rows, R, B]
+    logits to the host, this project's merge kernel (CPU), and the same merge on the GPU (gather the
+    [R, K] lookups, add in r order, top-5), whose top-5 is checked against the kernel's."""
     R, B, K, batch = shape["R"], shape["B"], shape["K"], shape["batch"]
     with device:
         nets = [Repetition(shape["D"], shape["hidden"], B).eval() for _ in range(R)]
     data = synthetic_batches(shape, -(-rows // batch), device, seed=99)
-    logits = np.empty((len(data) * batch, R, B), dtype=np.float32)
+    n = len(data) * batch
     with torch.no_grad():
         for net in nets:  # warm-up
             net(*data[0][:3])
         sync(device)
         start = time.perf_counter()
-        for i, (indices, offsets, values, _) in enumerate(data):
-            out = torch.stack([net(indices, offsets, values) for net in nets], dim=1)
-            logits[i * batch : (i + 1) * batch] = out.cpu().numpy()
-        forward_s = time.perf_counter() - start
-    result = {
-        "rows": len(logits),
-        "R": R,
-        "forward_s": round(forward_s, 3),
-        "forward_rows_per_s": round(len(logits) / forward_s, 1),
-    }
+        outs = [torch.stack([net(i, o, v) for net in nets], dim=1) for i, o, v, _ in data]
+        sync(device)
+        result = {"rows": n, "R": R, "forward": rate(n, time.perf_counter() - start)}
+        start = time.perf_counter()
+        logits = torch.cat([out.cpu() for out in outs]).numpy()  # [n, R, B] float32
+        result["to_host"] = rate(n, time.perf_counter() - start)
     try:
         sys.path.insert(0, str(REPO / "src"))
         from mach.hashing import build_label_lookup
@@ -193,14 +197,32 @@ def evaluate(shape, device, rows, threads):
     lookups = np.stack([build_label_lookup(K, B, seed=r) for r in range(R)])
     merge_topk(logits[:16], lookups, 5, threads)  # warm-up
     start = time.perf_counter()
-    merge_topk(logits, lookups, 5, threads)
-    merge_s = time.perf_counter() - start
-    return {
-        **result,
-        "merge_threads": threads,
-        "merge_s": round(merge_s, 3),
-        "merge_rows_per_s": round(len(logits) / merge_s, 1),
-    }
+    labels, scores = merge_topk(logits, lookups, 5, threads)
+    result["kernel_merge"] = {"threads": threads, **rate(n, time.perf_counter() - start)}
+    # The same merge in PyTorch, on the GPU there (on a CPU it checks the code).
+    on_gpu = torch.from_numpy(lookups.astype(np.int64)).to(device)
+
+    def gpu_merge(out):
+        tops = []
+        for part in out.split(250):  # [250, K] float32 sums: 2.8 GB at K = 2.8e6
+            total = part[:, 0, :].index_select(1, on_gpu[0])
+            for r in range(1, R):
+                total += part[:, r, :].index_select(1, on_gpu[r])
+            tops.append(torch.topk(total, 5))
+        return torch.cat([t.values for t in tops]), torch.cat([t.indices for t in tops])
+
+    with torch.no_grad():
+        gpu_merge(outs[0])
+        sync(device)
+        start = time.perf_counter()
+        tops = [gpu_merge(out) for out in outs]
+        sync(device)
+        result["gpu_merge"] = rate(n, time.perf_counter() - start)
+    gpu_scores = torch.cat([values for values, _ in tops]).cpu().numpy()
+    gpu_labels = torch.cat([labels for _, labels in tops]).cpu().numpy()
+    result["gpu_merge"]["same_labels"] = float(np.mean(gpu_labels == labels))
+    result["gpu_merge"]["max_score_diff"] = float(np.abs(gpu_scores - scores).max())
+    return result
 
 
 def main(argv=None):
@@ -223,12 +245,20 @@ def main(argv=None):
         default=os.cpu_count(),
         help="merge kernel threads; CPU threads shared by a pack's workers",
     )
+    parser.add_argument(
+        "--tf32",
+        choices=("on", "off"),
+        default="on",
+        help="TF32 matmuls (TensorFlow's default on GPUs)",
+    )
     parser.add_argument("--out", type=Path, help="append the results here as one JSON line")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     shape = SHAPES[args.shape]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # TensorFlow runs float32 matmuls in TF32 on Ampere and later GPUs by default; PyTorch does not.
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32 == "on"
     if args.worker is not None:
         return train_worker(args, shape, device)
 
@@ -256,6 +286,7 @@ def main(argv=None):
         **shape,
         "device": name,
         "torch": torch.__version__,
+        "tf32": args.tf32,
         "seconds": args.seconds,
         "packs": packs,
         "evaluation": evaluation,
