@@ -19,6 +19,10 @@ gradient), 3 x 2 fan_in x fan_out for every other layer.
 4. With --allocators: section 3 for --allocator-D in child processes, alternately with TensorFlow's
    default CPU allocator and with TF_CPU_ALLOCATOR_USE_BFC=true (a caching allocator: large tensors skip
    the page faults of fresh memory).
+5. Limits of the targets still missed: the Delicious step with dropout off and with no update; the
+   forward pass over 3,185 rows and the merge kernel; one row through the exported serving module
+   beside its floors (a NumPy matvec over the weights a row reads, the copy bandwidth, an empty
+   tf.function call).
 The matmul peak (tf.matmul of two 2048x2048 float32 matrices) is sampled between all measurements.
 """
 
@@ -39,7 +43,7 @@ from common import machine  # also puts the repository root on sys.path, for con
 
 import config
 import mach.training
-from mach.model import Adam, MachNet
+from mach.model import Adam, MachNet, bucket_loss
 
 # (today's first layer, sparse_first_layer and lazy Adam) of each path compared.
 PATHS = {
@@ -47,6 +51,7 @@ PATHS = {
     "CSR first layer, dense Adam": (False, False),
     "CSR first layer, lazy Adam": (False, True),
 }
+PATHS_NEW = "CSR first layer, dense Adam"  # the path training takes at Delicious' width
 
 
 class BenchNet(MachNet):
@@ -330,6 +335,124 @@ def allocator_table(args) -> None:
             print(f"| {D:,} | {path} | {plain:,.0f} | {bfc:,.0f} | {bfc / plain:.2f}x |")
 
 
+def _p50_ms(fn, calls: int) -> float:
+    """Median milliseconds of fn() over `calls` calls, after 10 warm-up calls."""
+    for _ in range(10):
+        fn()
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(seconds))
+
+
+def limits_table(args, peaks: list):
+    """Section 5: where the missed targets of issue #12 stop, measured on the Delicious preset's shape.
+
+    Training: the step's useful FLOP/s with dropout off and with no update (forward + backward only),
+    the best any update or dropout could leave. Prediction: 3,185 rows through the R networks (as
+    evaluation calls them) and the merge kernel; a single row through the exported serving module
+    beside the floors that bound it: a NumPy matvec over the float32 weights that every row reads,
+    and an empty tf.function call.
+    """
+    from mach import export
+    from mach.hashing import build_label_lookup
+    from mach.merge import merge_topk
+
+    D, nnz, hidden, B, K, R = 500, 18, (1024, 512), 128, 983, 16
+    sizes = [D, *hidden, B]
+    rng = np.random.default_rng(0)
+
+    # Training, batch 256: full step, no dropout, no update.
+    batches = [tuple(synthetic_batch(rng, 256, D, nnz, B) for _ in range(R)) for _ in range(2)]
+    steps = {}
+    for dropout in (0.5, 0.0):
+        reps = repetitions(R, D, hidden, B, dropout)
+        steps[f"full step, dropout {dropout}"] = project_step(reps, PATHS_NEW, batches[0])
+    models = [rep.model for rep in reps]  # dropout 0
+
+    @tf.function
+    def no_update(batch):
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([bucket_loss(m(x), y, "softmax") for m, (x, y) in zip(models, batch)])
+        grads = tape.gradient(loss, [m.trainable_variables for m in models])
+        # Every gradient is used, or the graph would prune the ones left out.
+        return tf.add_n([tf.reduce_sum(g) for rep_grads in grads for g in rep_grads])
+
+    steps["forward + backward, no update, dropout 0"] = no_update
+    no_update(batches[0])
+    train_s = best_times(steps, batches, args.steps, args.repeats, peaks)
+    train_flop = R * useful_flop(256, nnz, sizes)
+
+    # Prediction: evaluation's forward pass over the test split's 3,185 rows, then the kernel.
+    test = [synthetic_batch(rng, n, D, nnz, B)[0] for n in (1024, 1024, 1024, 113)]
+    forward = tf.function(lambda x: tf.stack([m(x) for m in models], axis=1))
+    lookups = np.stack([build_label_lookup(K, B, seed=r) for r in range(R)])
+    forward_s = merge_s = float("inf")
+    for _ in range(args.repeats):
+        matmul_peak(peaks)
+        start = time.perf_counter()
+        logits = np.concatenate([forward(x).numpy() for x in test])
+        middle = time.perf_counter()
+        merge_topk(logits, lookups, 5, 0)
+        forward_s = min(forward_s, middle - start)
+        merge_s = min(merge_s, time.perf_counter() - middle)
+    # Forward FLOPs only: a third of useful_flop's 3 x 2 per weight, and 2 nnz x hidden for layer 1.
+    forward_flop = (
+        R * 3185 * (2 * nnz * hidden[0] + 2 * sum(a * b for a, b in zip(sizes[1:-1], sizes[2:])))
+    )
+
+    # One row through the exported serving module, and its floors.
+    cfg = dataclasses.replace(config.DATASETS["delicious"], R=R)
+    served = [
+        SimpleNamespace(
+            model=m, label_to_bucket=lookups[r], feature_to_slot=None, checkpoint_path=""
+        )
+        for r, m in enumerate(models)
+    ]
+    module = export.build(cfg, served, 5, {"kind": "exact"}, None)
+    row = synthetic_batch(rng, 1, D, nnz, B)[0]
+    request = (row.indices[:, 1], row.values, tf.constant([0, nnz], tf.int64))
+    serve_ms = _p50_ms(lambda: module.serve(*request)["labels"].numpy(), 300)
+    empty = tf.function(lambda x: x + 1.0)
+    empty_ms = _p50_ms(lambda: empty(row.values).numpy(), 300)
+    weights = [np.stack([m.weights_[i].numpy() for m in models]) for i in (1, 2)]
+    x1 = rng.standard_normal((R, 1, hidden[0]), dtype=np.float32)
+    x2 = rng.standard_normal((R, 1, hidden[1]), dtype=np.float32)
+    gemv_ms = _p50_ms(lambda: (np.matmul(x1, weights[0]), np.matmul(x2, weights[1])), 300)
+    weight_mb = sum(w.nbytes for w in weights) / 1e6
+    src = np.ones(1 << 26, np.float32)
+    dst = np.empty_like(src)
+    bandwidth = (
+        2 * src.nbytes / min(_p50_ms(lambda: np.copyto(dst, src), 5) for _ in range(3)) / 1e6
+    )
+
+    def table(peak):
+        print(f"\n## 5. Limits of the targets missed (Delicious preset's shape, R={R})\n")
+        print("| training step, batch 256 | ms/step | useful GFLOP/s | fraction of peak |")
+        print("|---|---|---|---|")
+        for name, seconds in train_s.items():
+            rate = train_flop / seconds / 1e9
+            print(f"| {name} | {1e3 * seconds:.1f} | {rate:.0f} | {rate / peak:.2f} |")
+        rate = forward_flop / forward_s / 1e9
+        print(
+            f"\nprediction, 3,185 rows: forward {forward_s:.2f} s ({rate:.0f} useful GFLOP/s, "
+            f"{rate / peak:.2f} of peak) + kernel merge {merge_s:.3f} s; at the full matmul peak "
+            f"the forward pass alone would take {forward_flop / peak / 1e9:.2f} s (target 0.3 s "
+            "for forward + merge)"
+        )
+        print(
+            f"single row: serving module p50 {serve_ms:.2f} ms; floors: NumPy matvec over the "
+            f"{weight_mb:.0f} MB of float32 weights every row reads (layers 2 and 3) "
+            f"{gemv_ms:.2f} ms, that many bytes at the measured copy bandwidth "
+            f"({bandwidth:.1f} GB/s) {weight_mb / bandwidth:.2f} ms, an empty tf.function call "
+            f"{empty_ms:.2f} ms (target 1 ms)"
+        )
+
+    return table
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -345,7 +468,9 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", type=int, nargs="+", default=[500])
     parser.add_argument("--B", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--skip", nargs="+", default=[], choices=["step", "tried", "loop", "wide"])
+    parser.add_argument(
+        "--skip", nargs="+", default=[], choices=["step", "tried", "loop", "wide", "limits"]
+    )
     parser.add_argument("--allocators", action="store_true", help="add section 4")
     parser.add_argument("--allocator-D", type=int, nargs="+", default=[100_000])
     parser.add_argument("--child-wide", action="store_true", help=argparse.SUPPRESS)
@@ -371,6 +496,8 @@ def main(argv=None) -> int:
     if "wide" not in args.skip:
         rows = wide_rows(args, peaks)
         tables.append(lambda peak: print_wide(args, rows, peak, "3. Wide inputs"))
+    if "limits" not in args.skip:
+        tables.append(limits_table(args, peaks))
     for table in tables:
         table(max(peaks))
     if args.allocators:
