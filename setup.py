@@ -16,14 +16,20 @@ from setuptools import Extension, find_packages, setup
 if sys.platform == "win32":
     compile_args, link_args = ["/O2", "/openmp"], []
 elif sys.platform == "darwin":
-    compile_args, link_args = ["-O3", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    compile_args, link_args = ["-O3", "-ffp-contract=off", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
 else:
-    compile_args, link_args = ["-O3", "-fopenmp", "-std=c++17"], ["-fopenmp"]
+    # No fused multiply-add: the kernels round alike on every CPU (src/util/simd.h).
+    compile_args, link_args = ["-O3", "-ffp-contract=off", "-fopenmp", "-std=c++17"], ["-fopenmp"]
 
 kernel = Extension(
     "mach._gather_batch",
     sources=["src/util/gather_batch.pyx"],
-    depends=["src/util/merge_kernel.h", "src/util/candidate_kernel.h"],
+    depends=[
+        "src/util/merge_kernel.h",
+        "src/util/candidate_kernel.h",
+        "src/util/forward_kernel.h",
+        "src/util/simd.h",
+    ],
     include_dirs=[numpy.get_include(), "src/util"],
     language="c++",
     extra_compile_args=compile_args,

@@ -2,7 +2,9 @@
 
 Rows are read with the repository's readers (mach.xcformat), so a bad row is reported with its line
 number, as preprocess reports one. A SavedModel answers through its serving_default signature; a work
-directory through mach.evaluation (the R checkpoints, the compiled merge kernel), as evaluate.py does.
+directory through its R checkpoints, run by the compiled forward kernel (mach.compiled_forward: the
+fastest path on a CPU, a single row well under a millisecond for the Delicious preset) and merged by the
+compiled merge kernel, as evaluate.py merges.
 """
 
 from __future__ import annotations
@@ -119,10 +121,12 @@ class SavedModelPredictor:
 
 
 class WorkDirPredictor:
-    """The R trained repetitions of a run directory, merged by the compiled kernel (mach.evaluation)."""
+    """The R trained repetitions of a run directory: their forward pass by the compiled kernel
+    (mach.compiled_forward, rows read only the weights they use), merged by the compiled merge."""
 
     def __init__(self, cfg, k: int, log):
         from mach import devices, evaluation
+        from mach.compiled_forward import CompiledNets
         from mach.merge import load_kernel
 
         load_kernel()  # fail now, with the fix, rather than after loading R models
@@ -131,29 +135,19 @@ class WorkDirPredictor:
         self.n_features, self.n_classes = cfg.n_features, cfg.n_classes
         if not 1 <= k <= cfg.n_classes:
             raise ValueError(f"--top-k {k}: expected 1 <= k <= {cfg.n_classes} (the classes)")
-        self.reps = evaluation.load_trained(cfg, cfg.R, log)
-        self.forward = evaluation.make_forward(cfg, self.reps)
-        self.label_to_bucket = np.stack([rep.label_to_bucket for rep in self.reps])  # [R, K] int32
+        reps = evaluation.load_trained(cfg, cfg.R, log)
+        hashing = cfg.feat_hash_dim is not None
+        self.nets = CompiledNets(
+            [rep.model for rep in reps],
+            np.stack([rep.feature_to_slot.numpy() for rep in reps]) if hashing else None,
+            cfg.normalize,
+        )
+        self.label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
 
     def predict(self, rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
-        import tensorflow as tf
-
         from mach.merge import merge_scores
 
-        batch = len(rows)
-        indices, values, row_splits = batch_arrays(rows)
-        positions = np.arange(len(indices)) - np.repeat(row_splits[:-1], np.diff(row_splits))
-        rows_of = np.repeat(np.arange(batch), np.diff(row_splits))
-        where = tf.constant(np.stack([rows_of, positions], axis=1).reshape(-1, 2), tf.int64)
-        width = int(np.diff(row_splits).max(initial=0))
-        parsed = {
-            "feat_idx": tf.SparseTensor(where, indices, [batch, width]),
-            "feat_val": tf.SparseTensor(where, values, [batch, width]),
-            "labels": tf.SparseTensor(
-                tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.int64), [batch, 0]
-            ),
-        }
-        logits = self.forward(parsed).numpy()  # [batch, R, B] float32
+        logits = self.nets.logits(*batch_arrays(rows), self.cfg.threads)  # [batch, R, B]
         cfg = self.cfg
         return merge_scores(
             logits, self.label_to_bucket, self.k, cfg.merge, cfg.loss, cfg.threads, "kernel"

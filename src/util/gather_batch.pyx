@@ -5,6 +5,7 @@ import numpy as np
 
 cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
+from libcpp.vector cimport vector
 
 cnp.import_array()
 
@@ -166,3 +167,72 @@ def gather_candidates(logits, label_to_bucket, bucket_offsets, bucket_labels, k,
                                              n_threads, labels_ptr, scores_ptr)
     return labels, scores
 
+
+
+cdef extern from "forward_kernel.h" namespace "mach" nogil:
+    void forward_rows_kernel(int64_t batch, int64_t R, int64_t n_layers, const int64_t* sizes,
+                             const float* const* weights, const float* const* biases,
+                             const int64_t* row_splits, const int64_t* slots, const float* values,
+                             int64_t nnz, int threads, float* out) except +
+
+
+def forward_rows(weights, biases, row_splits, slots, values, threads=0):
+    """Logits [batch, R, B] float32 of sparse rows through R ReLU networks; see
+    mach.compiled_forward.forward_numpy for the spec (the same bits).
+
+    Args:
+        weights: per layer [R, fan_in, fan_out] float32, C-contiguous; fan_in of layer l + 1 is
+            fan_out of layer l.
+        biases: per layer [R, fan_out] float32, C-contiguous.
+        row_splits: [batch + 1] int64, non-decreasing from 0 to nnz.
+        slots: [R, nnz] int64, C-contiguous: each entry's first-layer row per repetition, in
+            [0, fan_in of layer 0).
+        values: [nnz] float32.
+        threads: OpenMP threads; 0 = the OpenMP default.
+    """
+    if not isinstance(weights, (list, tuple)) or not weights or len(weights) != len(biases):
+        raise ValueError("weights and biases must be equally long, non-empty lists (one per layer)")
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        _check_array(f"weights[{l}]", w, 3, (np.float32,), "[R, fan_in, fan_out]")
+        _check_array(f"biases[{l}]", b, 2, (np.float32,), "[R, fan_out]")
+    _check_array("row_splits", row_splits, 1, (np.int64,), "[batch + 1]")
+    _check_array("slots", slots, 2, (np.int64,), "[R, nnz]")
+    _check_array("values", values, 1, (np.float32,), "[nnz]")
+    cdef int64_t R = weights[0].shape[0]
+    cdef int64_t n_layers = len(weights)
+    sizes = np.array([weights[0].shape[1]] + [w.shape[2] for w in weights], dtype=np.int64)
+    for l, (w, b) in enumerate(zip(weights, biases)):
+        if w.shape[0] != R or w.shape[1] != sizes[l] or b.shape != (R, sizes[l + 1]):
+            raise ValueError(f"layer {l}: weights {w.shape} and biases {b.shape} do not chain "
+                             f"([R={R}, {sizes[l]}, n] and [R, n])")
+    cdef int64_t nnz = values.shape[0]
+    cdef int64_t batch = row_splits.shape[0] - 1
+    if batch < 0 or row_splits[0] != 0 or row_splits[batch] != nnz or np.any(np.diff(row_splits) < 0):
+        raise ValueError(f"row_splits must rise from 0 to nnz={nnz}, got {row_splits}")
+    if slots.shape != (R, nnz):
+        raise ValueError(f"slots must be [R, nnz] = ({R}, {nnz}), got {slots.shape}")
+    if nnz and (slots.min() < 0 or slots.max() >= sizes[0]):
+        raise ValueError(f"slots must lie in [0, {sizes[0]}), found [{slots.min()}, {slots.max()}]")
+    if not isinstance(threads, (int, np.integer)) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 (0 = OpenMP default), got {threads!r}")
+
+    cdef vector[const float*] w_ptrs
+    cdef vector[const float*] b_ptrs
+    cdef cnp.ndarray arr
+    for w, b in zip(weights, biases):
+        arr = w
+        w_ptrs.push_back(<const float*>cnp.PyArray_DATA(arr))
+        arr = b
+        b_ptrs.push_back(<const float*>cnp.PyArray_DATA(arr))
+    cdef cnp.ndarray out = np.empty((batch, R, sizes[n_layers]), dtype=np.float32)
+    cdef cnp.ndarray sizes_arr = sizes
+    cdef int n_threads = threads
+    cdef const int64_t* sizes_ptr = <const int64_t*>cnp.PyArray_DATA(sizes_arr)
+    cdef const int64_t* splits_ptr = <const int64_t*>cnp.PyArray_DATA(row_splits)
+    cdef const int64_t* slots_ptr = <const int64_t*>cnp.PyArray_DATA(slots)
+    cdef const float* values_ptr = <const float*>cnp.PyArray_DATA(values)
+    cdef float* out_ptr = <float*>cnp.PyArray_DATA(out)
+    with nogil:
+        forward_rows_kernel(batch, R, n_layers, sizes_ptr, w_ptrs.data(), b_ptrs.data(),
+                            splits_ptr, slots_ptr, values_ptr, nnz, n_threads, out_ptr)
+    return out

@@ -19,6 +19,8 @@
 
 #include <omp.h>
 
+#include "simd.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -150,17 +152,6 @@ __attribute__((always_inline)) inline void score_chunk(const float* lanes,
         }
     }
 }
-
-// Compiled once per instruction set and picked at load time (GCC/Clang on x86-64), so the build
-// stays portable (no -march) and still uses AVX2 or AVX-512 where the CPU has them.
-#if defined(__x86_64__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define MACH_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
-#endif
-#ifndef MACH_SIMD_CLONES
-#define MACH_SIMD_CLONES
-#endif
 
 MACH_SIMD_CLONES static void score_chunk_simd(const float* lanes, const int32_t* label_to_bucket,
                                               int64_t R, int64_t B, int64_t K, int64_t begin,

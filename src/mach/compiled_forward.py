@@ -1,0 +1,92 @@
+"""The R trained networks' forward pass for prediction, by the compiled kernel (src/util/forward_kernel.h).
+
+A row goes through each network as a sum of weight rows: those of its features in the first layer,
+those of the units the ReLU left positive in every later one. It reads only those rows, where
+TensorFlow's matmul reads every weight: a Delicious row reads ~11 MB of the 16 networks' 70 MB, which
+is what lets a single row take well under the ~2 ms that reading all of the float32 weights takes on a
+2-core machine (README, "Using a trained model"). Every (repetition, row) is computed on its own, so a
+row's logits do not depend on the batch it came in.
+
+forward_numpy is the spec: the kernel gives the same bits. Against TensorFlow (evaluate.py) the
+logits agree to float32 rounding, as the two add the same products in another order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mach.merge import load_kernel
+
+
+def normalised_values(values: np.ndarray, row_splits: np.ndarray, normalize: str) -> np.ndarray:
+    """values [nnz] float32 scaled per row as mach.data.rows_to_model_input scales them."""
+    values = values.astype(np.float32, copy=False)
+    if normalize == "none":
+        return values
+    rows = np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits))
+    scale = np.zeros(len(row_splits) - 1, dtype=np.float32)
+    if normalize == "max":
+        np.maximum.at(scale, rows, np.abs(values))
+    elif normalize == "l2":
+        np.add.at(scale, rows, values * values)
+        scale = np.sqrt(scale)
+    else:
+        raise ValueError(f"normalize={normalize!r}: expected 'l2', 'max' or 'none'")
+    return values / np.maximum(scale[rows], np.float32(1e-12))
+
+
+def forward_numpy(weights, biases, row_splits, slots, values) -> np.ndarray:
+    """The kernel's spec, one (repetition, row) at a time: logits [batch, R, B] float32.
+
+    weights[l] [R, fan_in, fan_out] and biases[l] [R, fan_out] float32; slots [R, nnz] int64 (each
+    entry's first-layer row per repetition); values [nnz] float32; row_splits [batch + 1] int64.
+    """
+    R, batch = weights[0].shape[0], len(row_splits) - 1
+    out = np.empty((batch, R, weights[-1].shape[2]), dtype=np.float32)
+    for r in range(R):
+        for row in range(batch):
+            entries = range(row_splits[row], row_splits[row + 1])
+            h = np.zeros(weights[0].shape[2], dtype=np.float32)
+            for e in entries:
+                h = h + values[e] * weights[0][r, slots[r, e]]
+            h = h + biases[0][r]
+            for w, b in zip(weights[1:], biases[1:]):
+                y = np.zeros(w.shape[2], dtype=np.float32)
+                for i in np.flatnonzero(h > 0):
+                    y = y + h[i] * w[r, i]
+                h = y + b[r]
+            out[row, r] = h
+    return out
+
+
+class CompiledNets:
+    """R networks (mach.model.MachNet, restored) as stacked NumPy weights for the compiled kernel.
+
+    feature_to_slot: [R, D] int32 lookups with feature hashing, else None; normalize: cfg.normalize.
+    """
+
+    def __init__(self, nets, feature_to_slot: np.ndarray | None, normalize: str):
+        self.kernel = load_kernel("forward_rows")
+        layers = range(len(nets[0].weights_))
+        self.weights = [np.stack([n.weights_[i].numpy() for n in nets]) for i in layers]
+        self.biases = [np.stack([n.biases[i].numpy() for n in nets]) for i in layers]
+        self.feature_to_slot = (
+            None if feature_to_slot is None else np.asarray(feature_to_slot, dtype=np.int64)
+        )
+        self.normalize = normalize
+        self.R = len(nets)
+
+    def inputs(self, indices: np.ndarray, values: np.ndarray, row_splits: np.ndarray):
+        """(slots [R, nnz] int64, normalised values [nnz] float32) of raw rows."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.feature_to_slot is None:
+            slots = np.ascontiguousarray(np.broadcast_to(indices, (self.R, len(indices))))
+        else:
+            slots = np.ascontiguousarray(self.feature_to_slot[:, indices])
+        return slots, normalised_values(np.asarray(values), row_splits, self.normalize)
+
+    def logits(self, indices, values, row_splits, threads: int = 0) -> np.ndarray:
+        """[batch, R, B] float32 logits of raw rows (indices [nnz], values [nnz], row_splits)."""
+        row_splits = np.asarray(row_splits, dtype=np.int64)
+        slots, values = self.inputs(indices, values, row_splits)
+        return self.kernel(self.weights, self.biases, row_splits, slots, values, threads)
