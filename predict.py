@@ -7,7 +7,8 @@ Rows are in the training text format (`l1,l2 i:v i:v ...`, or ` i:v ...` without
 ignored), from a file, a .gz or stdin (`--input -`, the default). Output: one JSON line per row,
 {"line": N, "labels": [...], "scores": [...]} (and "names" with --label-names), or TSV with
 --output out.tsv. --model is an export.py directory (its newest version) or a trained run directory
-such as work/delicious/B128-hs0-fhnone, which uses the R checkpoints and the compiled merge kernel.
+such as work/delicious/B128-hs0-fhnone: its R checkpoints run through the compiled forward kernel (the
+fastest path on a CPU; `--forward tensorflow` runs them as evaluate.py does) and the compiled merge.
 """
 
 import argparse
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import config
 from mach.cli import run_main
+from mach.predict import FORWARDS
 
 
 def main(argv=None) -> int:
@@ -44,6 +46,14 @@ def main(argv=None) -> int:
         "--skip-bad", action="store_true", help="leave out malformed rows and count them"
     )
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all cores)")
+    parser.add_argument(
+        "--forward",
+        choices=FORWARDS,
+        default="compiled",
+        help="a run directory's forward pass: the compiled kernel (fastest), the same with bfloat16 "
+        "weights (half the memory traffic; scores within ~0.4%%), or TensorFlow's, whose scores "
+        "are evaluate.py's bit for bit (the float32 paths agree to float32 rounding)",
+    )
     args = parser.parse_args(argv)
     # Predictions may go to stdout, so logs and progress go to stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s", force=True)
@@ -69,7 +79,7 @@ def _predict(args, log) -> int:
     else:
         cfg = predict.config_of_run(config.Config, path, args.threads)
         k = cfg.top_k if args.top_k is None else args.top_k
-        predictor = predict.WorkDirPredictor(cfg, k, log)
+        predictor = predict.WorkDirPredictor(cfg, k, log, args.forward)
     log(f"model={path} kind={kind} k={k} seconds={time.time() - start:.1f}")
     names = None
     if args.label_names is not None:

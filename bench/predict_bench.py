@@ -1,6 +1,7 @@
 """Serving speed of a trained MACH model: rows/s at batches of 1, 32 and 1,024 and single-row p50/p99
-latency, for the exported SavedModel, predict.py's path over it, and the work-directory path (the R
-checkpoints through mach.evaluation and the compiled merge kernel, as evaluate.py runs them).
+latency, for the exported SavedModel, predict.py's path over it, and the work-directory paths (the R
+checkpoints through the compiled forward kernel, predict.py's default, or through TensorFlow as
+evaluate.py runs them; then the compiled merge kernel), and predict.py's path over the work directory.
 
     make demo                        # trains the delicious preset into ./work (about 3.5 min on 2 cores)
     python bench/predict_bench.py    # --dataset delicious; takes evaluate.py's --dataset/--set flags
@@ -87,7 +88,7 @@ def as_text(rows) -> bytes:
 
 
 def serving_paths(cfg, args, log) -> dict:
-    """Timings of the three paths over the test rows."""
+    """Timings of the serving paths over the test rows."""
     import tensorflow as tf
 
     from mach import evaluation, export, predict
@@ -119,23 +120,42 @@ def serving_paths(cfg, args, log) -> dict:
         )
         log(f"timed=savedmodel {results['SavedModel serving_default']}")
 
-        def predict_text(text: bytes) -> str:
-            counts, out = predict.Counts(), io.StringIO()
-            parsed = predict.read_rows(io.BytesIO(text), "-", "xc", cfg.n_features, False, counts)
-            writer = predict.Writer(out, "jsonl", None)
-            predict.predict_rows(model, parsed, cfg.top_k, BATCHES[-1], writer, counts, log)
-            return out.getvalue()
-
         results["predict.py over the SavedModel"] = timings(
-            predict_text, batched(rows, as_text), args.latency_rows, args.repeats
+            predict_text(cfg, model, log), batched(rows, as_text), args.latency_rows, args.repeats
         )
         log(f"timed=predict.py {results['predict.py over the SavedModel']}")
-    work = predict.WorkDirPredictor(cfg, cfg.top_k, log)
-    results["work dir (evaluation + kernel)"] = timings(
-        work.predict, batched(rows, list), args.latency_rows, args.repeats
+    work = {
+        forward: predict.WorkDirPredictor(cfg, cfg.top_k, log, forward)
+        for forward in predict.FORWARDS
+    }
+    for forward, predictor in work.items():
+        name = f"work dir, {forward} forward + merge kernel"
+        results[name] = timings(
+            predictor.predict, batched(rows, list), args.latency_rows, args.repeats
+        )
+        log(f"timed={forward} {results[name]}")
+    # The path a user calls: text in, JSON lines out, the default (compiled) forward.
+    results["predict.py over the work dir"] = timings(
+        predict_text(cfg, work["compiled"], log),
+        batched(rows, as_text),
+        args.latency_rows,
+        args.repeats,
     )
-    log(f"timed=workdir {results['work dir (evaluation + kernel)']}")
     return results
+
+
+def predict_text(cfg, model, log):
+    """predict.py's path from text lines to JSON lines (parse, call, format) over `model`."""
+    from mach import predict
+
+    def run(text: bytes) -> str:
+        counts, out = predict.Counts(), io.StringIO()
+        parsed = predict.read_rows(io.BytesIO(text), "-", "xc", cfg.n_features, False, counts)
+        writer = predict.Writer(out, "jsonl", None)
+        predict.predict_rows(model, parsed, cfg.top_k, BATCHES[-1], writer, counts, log)
+        return out.getvalue()
+
+    return run
 
 
 def merge_functions(lookups, offsets, labels, k: int, m: int, min_freq: int) -> dict:

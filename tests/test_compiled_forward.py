@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mach.compiled_forward import CompiledNets, forward_numpy, normalised_values
+from mach.compiled_forward import (
+    CompiledNets,
+    forward_numpy,
+    from_bfloat16,
+    normalised_values,
+    to_bfloat16,
+)
 from mach.data import rows_to_model_input
 from mach.merge import load_kernel
 from mach.model import MachNet
@@ -143,3 +149,22 @@ def test_bad_inputs_are_refused_before_the_kernel_runs():
             np.zeros((2, 2), np.int64),
             values,
         )
+
+
+def test_bfloat16_weights_are_the_spec_with_rounded_weights():
+    rng = np.random.default_rng(11)
+    weights, biases = random_nets(rng, 3, [40, 24, 9])
+    indices, values, row_splits = random_rows(rng, 10, 40, 6)
+    slots = np.ascontiguousarray(np.broadcast_to(indices, (3, len(indices))))
+    half = [to_bfloat16(w) for w in weights]
+    got = forward_rows(half, biases, row_splits, slots, values, 2)
+    want = forward_numpy(half, biases, row_splits, slots, values)
+    np.testing.assert_array_equal(got.view(np.int32), want.view(np.int32))
+    # Rounded to 8 significant bits: each weight within 2^-9 of its float32 value, relatively.
+    back = from_bfloat16(half[0])
+    np.testing.assert_array_less(np.abs(back - weights[0]), np.abs(weights[0]) * 2.0**-8 + 1e-30)
+    assert to_bfloat16(np.array([1.0, 1.00390625, 1.01171875], np.float32)).tolist() == [
+        0x3F80,
+        0x3F80,  # a tie goes to the even neighbour
+        0x3F82,  # the other tie, up to the even one
+    ]

@@ -85,10 +85,16 @@ def test_savedmodel_from_gzipped_stdin_equals_evaluate(model):
     assert "predicted rows=32 skipped=0" in done.stderr.decode()
 
 
-@pytest.mark.parametrize("which", ["run_dir", "dataset_dir"])
-def test_work_directory_uses_the_kernel_and_equals_evaluate(model, tmp_path, capsys, which):
+@pytest.mark.parametrize(
+    "which, forward",
+    [("run_dir", "compiled"), ("dataset_dir", "compiled"), ("run_dir", "tensorflow")],
+)
+def test_work_directory_uses_the_kernel_and_equals_evaluate(
+    model, tmp_path, capsys, which, forward
+):
     path = model["run_dir"] if which == "run_dir" else model["run_dir"].parent
     argv = ["--model", str(path), "--input", str(model["files"]["test"]), "--batch-size", "7"]
+    argv += ["--forward", forward]
     assert predict_script.main(argv) == 0
     check_equal_to_evaluate(read_jsonl(capsys.readouterr().out), model)
 

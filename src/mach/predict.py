@@ -120,15 +120,25 @@ class SavedModelPredictor:
         return out["labels"].numpy(), out["scores"].numpy()
 
 
-class WorkDirPredictor:
-    """The R trained repetitions of a run directory: their forward pass by the compiled kernel
-    (mach.compiled_forward, rows read only the weights they use), merged by the compiled merge."""
+FORWARDS = ("compiled", "compiled-bf16", "tensorflow")  # WorkDirPredictor's forward passes
 
-    def __init__(self, cfg, k: int, log):
+
+class WorkDirPredictor:
+    """The R trained repetitions of a run directory, merged by the compiled merge kernel.
+
+    forward "compiled": mach.compiled_forward (rows read only the weights they use; the fastest on a
+    CPU, a row's logits independent of its batch); "compiled-bf16": the same with bfloat16 weights
+    (half the bytes; logits within ~0.4% of float32's); "tensorflow": the networks as evaluate.py
+    runs them, for logits bit for bit evaluate.py's (the float32 paths agree to float32 rounding).
+    """
+
+    def __init__(self, cfg, k: int, log, forward: str = "compiled"):
         from mach import devices, evaluation
         from mach.compiled_forward import CompiledNets
         from mach.merge import load_kernel
 
+        if forward not in FORWARDS:
+            raise ValueError(f"forward {forward!r}: expected one of {', '.join(FORWARDS)}")
         load_kernel()  # fail now, with the fix, rather than after loading R models
         devices.configure_devices(cfg, log)
         self.cfg, self.k, self.format = cfg, k, cfg.format
@@ -136,18 +146,42 @@ class WorkDirPredictor:
         if not 1 <= k <= cfg.n_classes:
             raise ValueError(f"--top-k {k}: expected 1 <= k <= {cfg.n_classes} (the classes)")
         reps = evaluation.load_trained(cfg, cfg.R, log)
-        hashing = cfg.feat_hash_dim is not None
-        self.nets = CompiledNets(
-            [rep.model for rep in reps],
-            np.stack([rep.feature_to_slot.numpy() for rep in reps]) if hashing else None,
-            cfg.normalize,
-        )
+        if forward == "tensorflow":
+            self.logits = self._tensorflow_logits
+            self.forward = evaluation.make_forward(cfg, reps)
+        else:
+            hashing = cfg.feat_hash_dim is not None
+            nets = CompiledNets(
+                [rep.model for rep in reps],
+                np.stack([rep.feature_to_slot.numpy() for rep in reps]) if hashing else None,
+                cfg.normalize,
+                "bfloat16" if forward == "compiled-bf16" else "float32",
+            )
+            self.logits = lambda *rows: nets.logits(*rows, cfg.threads)
         self.label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
+
+    def _tensorflow_logits(self, indices, values, row_splits) -> np.ndarray:
+        """[batch, R, B] float32 through mach.evaluation's forward pass, as evaluate.py runs it."""
+        import tensorflow as tf
+
+        batch = len(row_splits) - 1
+        positions = np.arange(len(indices)) - np.repeat(row_splits[:-1], np.diff(row_splits))
+        rows_of = np.repeat(np.arange(batch), np.diff(row_splits))
+        where = tf.constant(np.stack([rows_of, positions], axis=1).reshape(-1, 2), tf.int64)
+        width = int(np.diff(row_splits).max(initial=0))
+        parsed = {
+            "feat_idx": tf.SparseTensor(where, indices, [batch, width]),
+            "feat_val": tf.SparseTensor(where, values, [batch, width]),
+            "labels": tf.SparseTensor(
+                tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.int64), [batch, 0]
+            ),
+        }
+        return self.forward(parsed).numpy()
 
     def predict(self, rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
         from mach.merge import merge_scores
 
-        logits = self.nets.logits(*batch_arrays(rows), self.cfg.threads)  # [batch, R, B]
+        logits = self.logits(*batch_arrays(rows))  # [batch, R, B] float32
         cfg = self.cfg
         return merge_scores(
             logits, self.label_to_bucket, self.k, cfg.merge, cfg.loss, cfg.threads, "kernel"

@@ -31,12 +31,24 @@ MACH_SIMD_CLONES static void add_scaled(float* out, const float* w, float x, int
     for (int64_t j = 0; j < n; ++j) out[j] = out[j] + x * w[j];
 }
 
-// sizes: [n_layers + 1] widths (input, hidden..., B). weights[l]: [R, sizes[l], sizes[l+1]] and
-// biases[l]: [R, sizes[l+1]] float32, C-contiguous. Rows: row_splits [batch + 1]; entry e of row i
+// The same with bfloat16 weights (the high 16 bits of a float32): each is widened exactly, so the
+// sums are those of float32 weights rounded to bfloat16. Half the bytes to read.
+MACH_SIMD_CLONES static void add_scaled(float* out, const uint16_t* w, float x, int64_t n) {
+    for (int64_t j = 0; j < n; ++j) {
+        const uint32_t bits = uint32_t(w[j]) << 16;
+        float weight;
+        std::memcpy(&weight, &bits, sizeof weight);
+        out[j] = out[j] + x * weight;
+    }
+}
+
+// sizes: [n_layers + 1] widths (input, hidden..., B). weights[l]: [R, sizes[l], sizes[l+1]] Weight
+// (float, or uint16_t holding bfloat16) and biases[l]: [R, sizes[l+1]] float32, C-contiguous. Rows: row_splits [batch + 1]; entry e of row i
 // (row_splits[i] <= e < row_splits[i+1]) has value values[e] and, in repetition r, first-layer row
 // slots[r * nnz + e] (in [0, sizes[0])). out: [batch, R, sizes[n_layers]] float32.
-inline void forward_rows_kernel(int64_t batch, int64_t R, int64_t n_layers, const int64_t* sizes,
-                                const float* const* weights, const float* const* biases,
+template <typename Weight>
+void forward_rows_kernel(int64_t batch, int64_t R, int64_t n_layers, const int64_t* sizes,
+                                const Weight* const* weights, const float* const* biases,
                                 const int64_t* row_splits, const int64_t* slots,
                                 const float* values, int64_t nnz, int threads, float* out) {
     const int64_t B = sizes[n_layers];
@@ -51,7 +63,7 @@ inline void forward_rows_kernel(int64_t batch, int64_t R, int64_t n_layers, cons
             const int64_t r = task / batch, row = task % batch;
             float* h = current.data();
             int64_t n_out = sizes[1];
-            const float* w = weights[0] + r * sizes[0] * n_out;
+            const Weight* w = weights[0] + r * sizes[0] * n_out;
             std::fill(h, h + n_out, 0.0f);
             for (int64_t e = row_splits[row]; e < row_splits[row + 1]; ++e) {
                 add_scaled(h, w + slots[r * nnz + e] * n_out, values[e], n_out);

@@ -4,7 +4,7 @@
 import numpy as np
 
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t
 from libcpp.vector cimport vector
 
 cnp.import_array()
@@ -170,8 +170,9 @@ def gather_candidates(logits, label_to_bucket, bucket_offsets, bucket_labels, k,
 
 
 cdef extern from "forward_kernel.h" namespace "mach" nogil:
-    void forward_rows_kernel(int64_t batch, int64_t R, int64_t n_layers, const int64_t* sizes,
-                             const float* const* weights, const float* const* biases,
+    void forward_rows_kernel[Weight](int64_t batch, int64_t R, int64_t n_layers,
+                             const int64_t* sizes, const Weight* const* weights,
+                             const float* const* biases,
                              const int64_t* row_splits, const int64_t* slots, const float* values,
                              int64_t nnz, int threads, float* out) except +
 
@@ -181,8 +182,8 @@ def forward_rows(weights, biases, row_splits, slots, values, threads=0):
     mach.compiled_forward.forward_numpy for the spec (the same bits).
 
     Args:
-        weights: per layer [R, fan_in, fan_out] float32, C-contiguous; fan_in of layer l + 1 is
-            fan_out of layer l.
+        weights: per layer [R, fan_in, fan_out], C-contiguous, all float32 or all uint16 (bfloat16:
+            a float32's high 16 bits); fan_in of layer l + 1 is fan_out of layer l.
         biases: per layer [R, fan_out] float32, C-contiguous.
         row_splits: [batch + 1] int64, non-decreasing from 0 to nnz.
         slots: [R, nnz] int64, C-contiguous: each entry's first-layer row per repetition, in
@@ -193,8 +194,10 @@ def forward_rows(weights, biases, row_splits, slots, values, threads=0):
     if not isinstance(weights, (list, tuple)) or not weights or len(weights) != len(biases):
         raise ValueError("weights and biases must be equally long, non-empty lists (one per layer)")
     for l, (w, b) in enumerate(zip(weights, biases)):
-        _check_array(f"weights[{l}]", w, 3, (np.float32,), "[R, fan_in, fan_out]")
+        _check_array(f"weights[{l}]", w, 3, (weights[0].dtype,), "[R, fan_in, fan_out]")
         _check_array(f"biases[{l}]", b, 2, (np.float32,), "[R, fan_out]")
+    if weights[0].dtype not in (np.float32, np.uint16):
+        raise TypeError(f"weights must have dtype float32 or uint16 (bfloat16), got {weights[0].dtype}")
     _check_array("row_splits", row_splits, 1, (np.int64,), "[batch + 1]")
     _check_array("slots", slots, 2, (np.int64,), "[R, nnz]")
     _check_array("values", values, 1, (np.float32,), "[nnz]")
@@ -217,11 +220,13 @@ def forward_rows(weights, biases, row_splits, slots, values, threads=0):
         raise ValueError(f"threads must be an integer >= 0 (0 = OpenMP default), got {threads!r}")
 
     cdef vector[const float*] w_ptrs
+    cdef vector[const uint16_t*] w16_ptrs
     cdef vector[const float*] b_ptrs
     cdef cnp.ndarray arr
     for w, b in zip(weights, biases):
         arr = w
         w_ptrs.push_back(<const float*>cnp.PyArray_DATA(arr))
+        w16_ptrs.push_back(<const uint16_t*>cnp.PyArray_DATA(arr))
         arr = b
         b_ptrs.push_back(<const float*>cnp.PyArray_DATA(arr))
     cdef cnp.ndarray out = np.empty((batch, R, sizes[n_layers]), dtype=np.float32)
@@ -232,7 +237,13 @@ def forward_rows(weights, biases, row_splits, slots, values, threads=0):
     cdef const int64_t* slots_ptr = <const int64_t*>cnp.PyArray_DATA(slots)
     cdef const float* values_ptr = <const float*>cnp.PyArray_DATA(values)
     cdef float* out_ptr = <float*>cnp.PyArray_DATA(out)
-    with nogil:
-        forward_rows_kernel(batch, R, n_layers, sizes_ptr, w_ptrs.data(), b_ptrs.data(),
-                            splits_ptr, slots_ptr, values_ptr, nnz, n_threads, out_ptr)
+    if weights[0].dtype == np.float32:
+        with nogil:
+            forward_rows_kernel[float](batch, R, n_layers, sizes_ptr, w_ptrs.data(), b_ptrs.data(),
+                                       splits_ptr, slots_ptr, values_ptr, nnz, n_threads, out_ptr)
+    else:
+        with nogil:
+            forward_rows_kernel[uint16_t](batch, R, n_layers, sizes_ptr, w16_ptrs.data(),
+                                          b_ptrs.data(), splits_ptr, slots_ptr, values_ptr, nnz,
+                                          n_threads, out_ptr)
     return out
