@@ -185,7 +185,10 @@ void merge_topk_kernel(const float* logits, int64_t batch, int64_t R, int64_t B,
     std::vector<Candidate> candidates(size_t(group_rows * n_chunks * k));
     std::vector<int64_t> sizes(size_t(group_rows * n_chunks));
 
-#pragma omp parallel num_threads(n_threads)
+    // One chunk of one group is one thread's work: waking a team for it costs more than it does
+    // (a Delicious row: 33 vs 77 us). Threads never change the result.
+    const int team = (n_chunks == 1 && batch <= kLanes) ? 1 : n_threads;
+#pragma omp parallel num_threads(team)
     for (int64_t row0 = 0; row0 < batch; row0 += kLanes) {
         const int64_t n_rows = std::min(kLanes, batch - row0);
 #pragma omp for schedule(static)
