@@ -22,7 +22,7 @@ gradient), 3 x 2 fan_in x fan_out for every other layer.
 5. Limits of the targets still missed: the Delicious step with dropout off and with no update; the
    forward pass over 3,185 rows and the merge kernel; one row through the exported serving module
    beside its floors (a NumPy matvec over the weights a row reads, the copy bandwidth, an empty
-   tf.function call).
+   tf.function call), and through the compiled forward kernel that predict.py runs on a work dir.
 The matmul peak (tf.matmul of two 2048x2048 float32 matrices) is sampled between all measurements.
 """
 
@@ -357,6 +357,7 @@ def limits_table(args, peaks: list):
     and an empty tf.function call.
     """
     from mach import export
+    from mach.compiled_forward import CompiledNets
     from mach.hashing import build_label_lookup
     from mach.merge import merge_topk
 
@@ -415,6 +416,14 @@ def limits_table(args, peaks: list):
     row = synthetic_batch(rng, 1, D, nnz, B)[0]
     request = (row.indices[:, 1], row.values, tf.constant([0, nnz], tf.int64))
     serve_ms = _p50_ms(lambda: module.serve(*request)["labels"].numpy(), 300)
+    compiled = CompiledNets(models, None, cfg.normalize)
+    splits = np.array([0, nnz], np.int64)
+    compiled_ms = _p50_ms(
+        lambda: merge_topk(
+            compiled.logits(request[0].numpy(), request[1].numpy(), splits), lookups, 5
+        ),
+        300,
+    )
     empty = tf.function(lambda x: x + 1.0)
     empty_ms = _p50_ms(lambda: empty(row.values).numpy(), 300)
     weights = [np.stack([m.weights_[i].numpy() for m in models]) for i in (1, 2)]
@@ -448,6 +457,10 @@ def limits_table(args, peaks: list):
             f"{gemv_ms:.2f} ms, that many bytes at the measured copy bandwidth "
             f"({bandwidth:.1f} GB/s) {weight_mb / bandwidth:.2f} ms, an empty tf.function call "
             f"{empty_ms:.2f} ms (target 1 ms)"
+        )
+        print(
+            f"single row, compiled forward + merge kernel (predict.py over a work directory; rows "
+            f"read only the weight rows of their features and active units): p50 {compiled_ms:.2f} ms"
         )
 
     return table
