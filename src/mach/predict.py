@@ -126,10 +126,11 @@ FORWARDS = ("compiled", "compiled-bf16", "tensorflow")  # WorkDirPredictor's for
 class WorkDirPredictor:
     """The R trained repetitions of a run directory, merged by the compiled merge kernel.
 
-    forward "compiled": mach.compiled_forward (rows read only the weights they use; the fastest on a
-    CPU, a row's logits independent of its batch); "compiled-bf16": the same with bfloat16 weights
-    (half the bytes; logits within ~0.4% of float32's); "tensorflow": the networks as evaluate.py
-    runs them, for logits bit for bit evaluate.py's (the float32 paths agree to float32 rounding).
+    forward "compiled": mach.compiled_forward (small batches: rows read only the weights they use,
+    the fastest on a CPU; larger ones: BLAS matmuls); "compiled-bf16": the kernel with bfloat16
+    weights at every batch size (half the bytes; logits within ~0.4% of float32's); "tensorflow": the
+    networks as evaluate.py runs them, for logits bit for bit evaluate.py's (the float32 paths agree to
+    float32 rounding).
     """
 
     def __init__(self, cfg, k: int, log, forward: str = "compiled"):
