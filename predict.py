@@ -7,8 +7,9 @@ Rows are in the training text format (`l1,l2 i:v i:v ...`, or ` i:v ...` without
 ignored), from a file, a .gz or stdin (`--input -`, the default). Output: one JSON line per row,
 {"line": N, "labels": [...], "scores": [...]} (and "names" with --label-names), or TSV with
 --output out.tsv. --model is an export.py directory (its newest version) or a trained run directory
-such as work/delicious/B128-hs0-fhnone: its R checkpoints run through the compiled forward kernel (the
-fastest path on a CPU; `--forward tensorflow` runs them as evaluate.py does) and the compiled merge.
+such as work/delicious/B128-hs0-fhnone: its R checkpoints run through the compiled forward kernel for
+batches of up to 8 rows (the fastest path for single rows) and through TensorFlow above (--forward
+chooses one for all), then the compiled merge.
 """
 
 import argparse
@@ -49,8 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--forward",
         choices=FORWARDS,
-        default="compiled",
-        help="a run directory's forward pass: the compiled kernel (fastest), the same with bfloat16 "
+        default="auto",
+        help="a run directory's forward pass: auto (the kernel for batches of up to 8 rows, "
+        "TensorFlow above), the compiled kernel (fastest for single rows), the same with bfloat16 "
         "weights (half the memory traffic; scores within ~0.4%%), or TensorFlow's, whose scores "
         "are evaluate.py's bit for bit (the float32 paths agree to float32 rounding)",
     )

@@ -1,6 +1,6 @@
 """The compiled forward kernel (predict.py over a work directory) at the presets' shapes: single-row p50
-latency over thread counts, float32 and bfloat16 weights; then, by batch size, the kernel against its
-first layer + BLAS matmuls (mach.compiled_forward.forward_blas), where BLAS_MIN_ROWS comes from.
+latency over thread counts, float32 and bfloat16 weights; then its time by batch size, which grows
+with the rows (each reads its own weight rows), where a matmul reads the weights once per batch.
 
     python bench/forward_bench.py                               # delicious and amazon670k shapes
     python bench/forward_bench.py --shapes delicious --threads 1,2
@@ -18,7 +18,7 @@ import time
 import numpy as np
 from common import machine
 
-from mach.compiled_forward import forward_blas, to_bfloat16
+from mach.compiled_forward import to_bfloat16
 from mach.merge import load_kernel
 
 # (input width, hidden, B, R, non-zeros per row): config.py's presets and their data's mean row.
@@ -88,21 +88,14 @@ def main(argv=None) -> int:
                     f"{np.median(ms):.3f} | {np.percentile(ms, 99):.3f} |",
                     flush=True,
                 )
-    print("\n| shape | batch | kernel ms | first layer + BLAS ms | BLAS / kernel |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| shape | batch | kernel ms | ms per row |")
+    print("|---|---:|---:|---:|")
     for name, (weights, biases) in nets.items():
         D, hidden, B, R, nnz = SHAPES[name]
-        for n in (1, 4, 8, 16, 32, 256):
+        for n in (1, 8, 32, 256):
             batch = rows(rng, n, D, nnz, R)
-            best = {
-                label: min(_seconds(fn, weights, biases, *batch) for _ in range(3))
-                for label, fn in (("kernel", forward), ("blas", forward_blas))
-            }
-            print(
-                f"| {name} | {n} | {1e3 * best['kernel']:.2f} | {1e3 * best['blas']:.2f} | "
-                f"{best['blas'] / best['kernel']:.2f} |",
-                flush=True,
-            )
+            best = min(_seconds(forward, weights, biases, *batch) for _ in range(3))
+            print(f"| {name} | {n} | {1e3 * best:.2f} | {1e3 * best / n:.3f} |", flush=True)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Serving speed of a trained MACH model: rows/s at batches of 1, 32 and 1,024 and single-row p50/p99
-latency, for the exported SavedModel, predict.py's path over it, and the work-directory paths (the R
-checkpoints through the compiled forward kernel, predict.py's default, or through TensorFlow as
-evaluate.py runs them; then the compiled merge kernel), and predict.py's path over the work directory.
+latency, for the exported SavedModel, predict.py's path over it, the work-directory paths (the R
+checkpoints through each of predict.py's --forward choices, then the compiled merge kernel), and
+predict.py's path over the work directory (its default, --forward auto).
 
     make demo                        # trains the delicious preset into ./work (about 3.5 min on 2 cores)
     python bench/predict_bench.py    # --dataset delicious; takes evaluate.py's --dataset/--set flags
@@ -134,9 +134,9 @@ def serving_paths(cfg, args, log) -> dict:
             predictor.predict, batched(rows, list), args.latency_rows, args.repeats
         )
         log(f"timed={forward} {results[name]}")
-    # The path a user calls: text in, JSON lines out, the default (compiled) forward.
+    # The path a user calls: text in, JSON lines out, the default forward (auto).
     results["predict.py over the work dir"] = timings(
-        predict_text(cfg, work["compiled"], log),
+        predict_text(cfg, work["auto"], log),
         batched(rows, as_text),
         args.latency_rows,
         args.repeats,

@@ -86,15 +86,18 @@ def test_savedmodel_from_gzipped_stdin_equals_evaluate(model):
 
 
 @pytest.mark.parametrize(
-    "which, forward",
-    [("run_dir", "compiled"), ("dataset_dir", "compiled"), ("run_dir", "tensorflow")],
+    "which, forward, batch",
+    [
+        ("run_dir", "auto", 7),  # the compiled kernel
+        ("dataset_dir", "auto", 16),  # TensorFlow
+        ("run_dir", "compiled", 16),
+        ("run_dir", "tensorflow", 7),
+    ],
 )
-def test_work_directory_uses_the_kernel_and_equals_evaluate(
-    model, tmp_path, capsys, which, forward
-):
+def test_work_directory_equals_evaluate(model, capsys, which, forward, batch):
     path = model["run_dir"] if which == "run_dir" else model["run_dir"].parent
-    argv = ["--model", str(path), "--input", str(model["files"]["test"]), "--batch-size", "7"]
-    argv += ["--forward", forward]
+    argv = ["--model", str(path), "--input", str(model["files"]["test"])]
+    argv += ["--batch-size", str(batch), "--forward", forward]
     assert predict_script.main(argv) == 0
     check_equal_to_evaluate(read_jsonl(capsys.readouterr().out), model)
 

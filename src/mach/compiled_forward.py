@@ -4,9 +4,9 @@ A row goes through each network as a sum of weight rows: those of its features i
 those of the units the ReLU left positive in every later one. It reads only those rows, where
 TensorFlow's matmul reads every weight: a Delicious row reads ~11 MB of the 16 networks' 70 MB, which
 is what lets a single row take well under the ~2 ms that reading all of the float32 weights takes on a
-2-core machine (README, "Using a trained model"). Every (repetition, row) is computed on its own. Batches
-of BLAS_MIN_ROWS rows or more, where reading every weight once for the whole batch is the cheaper, run the
-layers after the first as NumPy (BLAS) matmuls instead.
+2-core machine (README, "Using a trained model"). Every (repetition, row) is computed on its own, so a
+row's logits do not depend on its batch; the price is that a large batch reads the weights once per row,
+where a matmul reads them once per batch (predict.py's default leaves large batches to TensorFlow).
 
 forward_numpy is the spec: the kernel gives the same bits. Against TensorFlow (evaluate.py) the
 logits agree to float32 rounding, as the two add the same products in another order.
@@ -41,9 +41,6 @@ def normalised_values(values: np.ndarray, row_splits: np.ndarray, normalize: str
 
 
 PRECISIONS = ("float32", "bfloat16")
-# From this many rows on, BLAS matmuls beat the per-row kernel (bench/forward_bench.py, 2-core AMD EPYC:
-# the Delicious preset's shape crosses over between 16 and 32 rows, Amazon-670K's between 4 and 8).
-BLAS_MIN_ROWS = 8
 
 
 def to_bfloat16(x: np.ndarray) -> np.ndarray:
@@ -124,27 +121,7 @@ class CompiledNets:
         return slots, normalised_values(np.asarray(values), row_splits, self.normalize)
 
     def logits(self, indices, values, row_splits, threads: int = 0) -> np.ndarray:
-        """[batch, R, B] float32 logits of raw rows (indices [nnz], values [nnz], row_splits).
-
-        Batches under BLAS_MIN_ROWS rows (and bfloat16 weights) go through the kernel, each row on its
-        own; larger ones through the kernel's first layer and NumPy's BLAS matmuls for the rest, which
-        reuse each weight across the batch's rows. The two agree to float32 rounding.
-        """
+        """[batch, R, B] float32 logits of raw rows (indices [nnz], values [nnz], row_splits)."""
         row_splits = np.asarray(row_splits, dtype=np.int64)
         slots, values = self.inputs(indices, values, row_splits)
-        if len(row_splits) - 1 < BLAS_MIN_ROWS or self.weights[0].dtype != np.float32:
-            return self.kernel(self.weights, self.biases, row_splits, slots, values, threads)
-        return forward_blas(self.weights, self.biases, row_splits, slots, values, threads)
-
-
-def forward_blas(weights, biases, row_splits, slots, values, threads: int = 0) -> np.ndarray:
-    """The kernel's arguments and result, with the layers after the first as NumPy (BLAS) matmuls:
-    each weight is read once for the whole batch rather than once per row."""
-    kernel = load_kernel("forward_rows")
-    first = kernel(weights[:1], biases[:1], row_splits, slots, values, threads)
-    h = first.transpose(1, 0, 2)  # [R, batch, hidden]
-    for w, b in zip(weights[1:], biases[1:]):
-        np.maximum(h, 0, out=h)
-        h = np.matmul(h, w)  # one BLAS product per repetition
-        h += b[:, None, :]
-    return np.ascontiguousarray(h.transpose(1, 0, 2))
+        return self.kernel(self.weights, self.biases, row_splits, slots, values, threads)

@@ -2,9 +2,9 @@
 
 Rows are read with the repository's readers (mach.xcformat), so a bad row is reported with its line
 number, as preprocess reports one. A SavedModel answers through its serving_default signature; a work
-directory through its R checkpoints, run by the compiled forward kernel (mach.compiled_forward: the
-fastest path on a CPU, a single row well under a millisecond for the Delicious preset) and merged by the
-compiled merge kernel, as evaluate.py merges.
+directory through its R checkpoints: small batches by the compiled forward kernel (mach.compiled_forward:
+a single Delicious row in under a millisecond), large ones by TensorFlow as evaluate.py runs them, then
+the compiled merge kernel, as evaluate.py merges.
 """
 
 from __future__ import annotations
@@ -120,46 +120,67 @@ class SavedModelPredictor:
         return out["labels"].numpy(), out["scores"].numpy()
 
 
-FORWARDS = ("compiled", "compiled-bf16", "tensorflow")  # WorkDirPredictor's forward passes
+FORWARDS = ("auto", "compiled", "compiled-bf16", "tensorflow")  # WorkDirPredictor's forward passes
+# forward "auto": batches up to this many rows go through the compiled kernel, larger ones through
+# TensorFlow (bench/predict_bench.py, Delicious preset, 2 cores: the kernel 7x faster for one row and
+# 1.4x for 32, TensorFlow 1.5x faster for 1,024; at Amazon-670K's shape the kernel's cost grows by
+# ~14 ms a row, bench/forward_bench.py, while a matmul reads the weights once per batch).
+AUTO_KERNEL_MAX_ROWS = 8
 
 
 class WorkDirPredictor:
     """The R trained repetitions of a run directory, merged by the compiled merge kernel.
 
-    forward "compiled": mach.compiled_forward (small batches: rows read only the weights they use,
-    the fastest on a CPU; larger ones: BLAS matmuls); "compiled-bf16": the kernel with bfloat16
-    weights at every batch size (half the bytes; logits within ~0.4% of float32's); "tensorflow": the
-    networks as evaluate.py runs them, for logits bit for bit evaluate.py's (the float32 paths agree to
-    float32 rounding).
+    forward "compiled": mach.compiled_forward (rows read only the weights they use; the fastest on a
+    CPU for single rows and small batches, a row's logits independent of its batch); "compiled-bf16":
+    the same with bfloat16 weights (half the bytes; logits within ~0.4% of float32's); "tensorflow":
+    the networks as evaluate.py runs them, for logits bit for bit evaluate.py's (the float32 paths
+    agree to float32 rounding); "auto": compiled for batches of up to AUTO_KERNEL_MAX_ROWS rows,
+    tensorflow above (the kernel's copy of the weights is made only once a small batch comes).
     """
 
-    def __init__(self, cfg, k: int, log, forward: str = "compiled"):
+    def __init__(self, cfg, k: int, log, forward: str = "auto"):
         from mach import devices, evaluation
-        from mach.compiled_forward import CompiledNets
         from mach.merge import load_kernel
 
         if forward not in FORWARDS:
             raise ValueError(f"forward {forward!r}: expected one of {', '.join(FORWARDS)}")
         load_kernel()  # fail now, with the fix, rather than after loading R models
         devices.configure_devices(cfg, log)
-        self.cfg, self.k, self.format = cfg, k, cfg.format
+        self.cfg, self.k, self.format, self.kind = cfg, k, cfg.format, forward
         self.n_features, self.n_classes = cfg.n_features, cfg.n_classes
         if not 1 <= k <= cfg.n_classes:
             raise ValueError(f"--top-k {k}: expected 1 <= k <= {cfg.n_classes} (the classes)")
-        reps = evaluation.load_trained(cfg, cfg.R, log)
-        if forward == "tensorflow":
-            self.logits = self._tensorflow_logits
-            self.forward = evaluation.make_forward(cfg, reps)
-        else:
-            hashing = cfg.feat_hash_dim is not None
-            nets = CompiledNets(
-                [rep.model for rep in reps],
-                np.stack([rep.feature_to_slot.numpy() for rep in reps]) if hashing else None,
-                cfg.normalize,
-                "bfloat16" if forward == "compiled-bf16" else "float32",
-            )
-            self.logits = lambda *rows: nets.logits(*rows, cfg.threads)
-        self.label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
+        self.reps = evaluation.load_trained(cfg, cfg.R, log)
+        self.forward = (
+            evaluation.make_forward(cfg, self.reps) if forward in ("auto", "tensorflow") else None
+        )
+        self.nets = None if forward in ("auto", "tensorflow") else self._compiled_nets()
+        self.label_to_bucket = np.stack([rep.label_to_bucket for rep in self.reps])  # [R, K] int32
+
+    def _compiled_nets(self):
+        from mach.compiled_forward import CompiledNets
+
+        cfg, reps = self.cfg, self.reps
+        return CompiledNets(
+            [rep.model for rep in reps],
+            (
+                np.stack([rep.feature_to_slot.numpy() for rep in reps])
+                if cfg.feat_hash_dim is not None
+                else None
+            ),
+            cfg.normalize,
+            "bfloat16" if self.kind == "compiled-bf16" else "float32",
+        )
+
+    def logits(self, indices, values, row_splits) -> np.ndarray:
+        """[batch, R, B] float32 logits of raw rows, by the forward pass chosen."""
+        batch = len(row_splits) - 1
+        if self.kind == "tensorflow" or (self.kind == "auto" and batch > AUTO_KERNEL_MAX_ROWS):
+            return self._tensorflow_logits(indices, values, row_splits)
+        if self.nets is None:
+            self.nets = self._compiled_nets()
+        return self.nets.logits(indices, values, row_splits, self.cfg.threads)
 
     def _tensorflow_logits(self, indices, values, row_splits) -> np.ndarray:
         """[batch, R, B] float32 through mach.evaluation's forward pass, as evaluate.py runs it."""
