@@ -157,6 +157,8 @@ class WorkDirPredictor:
         )
         self.nets = None if forward in ("auto", "tensorflow") else self._compiled_nets()
         self.label_to_bucket = np.stack([rep.label_to_bucket for rep in self.reps])  # [R, K] int32
+        if self.nets is not None:
+            self.reps = None  # the kernel holds its own copy of the weights: TensorFlow's can go
 
     def _compiled_nets(self):
         from mach.compiled_forward import CompiledNets

@@ -43,14 +43,15 @@ MACH_SIMD_CLONES static void add_scaled(float* out, const uint16_t* w, float x, 
 }
 
 // sizes: [n_layers + 1] widths (input, hidden..., B). weights[l]: [R, sizes[l], sizes[l+1]] Weight
-// (float, or uint16_t holding bfloat16) and biases[l]: [R, sizes[l+1]] float32, C-contiguous. Rows: row_splits [batch + 1]; entry e of row i
-// (row_splits[i] <= e < row_splits[i+1]) has value values[e] and, in repetition r, first-layer row
-// slots[r * nnz + e] (in [0, sizes[0])). out: [batch, R, sizes[n_layers]] float32.
+// (float, or uint16_t holding bfloat16) and biases[l]: [R, sizes[l+1]] float32, C-contiguous.
+// Rows: row_splits [batch + 1]; entry e of row i (row_splits[i] <= e < row_splits[i+1]) has value
+// values[e] and, in repetition r, first-layer row slots[r * nnz + e] (in [0, sizes[0])).
+// out: [batch, R, sizes[n_layers]] float32.
 template <typename Weight>
 void forward_rows_kernel(int64_t batch, int64_t R, int64_t n_layers, const int64_t* sizes,
-                                const Weight* const* weights, const float* const* biases,
-                                const int64_t* row_splits, const int64_t* slots,
-                                const float* values, int64_t nnz, int threads, float* out) {
+                         const Weight* const* weights, const float* const* biases,
+                         const int64_t* row_splits, const int64_t* slots, const float* values,
+                         int64_t nnz, int threads, float* out) {
     const int64_t B = sizes[n_layers];
     const int64_t width = *std::max_element(sizes + 1, sizes + n_layers + 1);
     const int n_threads = threads > 0 ? threads : omp_get_max_threads();
