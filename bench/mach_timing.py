@@ -5,7 +5,8 @@
 Takes the same --dataset/--set flags as evaluate.py and runs the same forward + merge (mach.evaluation), so
 its predictions equal evaluate.py's. Writes <out>/topk.npy ([n_test, top_k] int64) and <out>/result.json:
 batch prediction time per row (the second of two passes, so tf.function tracing is not counted), the median
-latency of one row at a time, and the bytes of the model variables and lookups (the checkpoints also hold
+latency of one row at a time (through predict.py's path for single rows: the compiled forward kernel and
+the merge kernel), and the bytes of the model variables and lookups (the checkpoints also hold
 Adam's two slots per variable, which inference does not need, so they are reported apart).
 """
 
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     cfg = config_from_args(args, config.BASE, config.DATASETS)
 
     from mach import evaluation
+    from mach.compiled_forward import CompiledNets
     from mach.data import read_rows
     from mach.devices import configure_devices
     from mach.merge import merge_scores
@@ -58,15 +60,19 @@ def main(argv=None) -> int:
     topk = pred["topk"][cfg.R]  # [n, top_k] int64
     batch_s = pred["forward_s"] + pred["merge_s"]
 
-    # One row per call, as a served request would arrive; the first rows only warm up the batch-1 trace.
-    # reduce_retracing: each row has its own number of non-zeros, which would otherwise trace once per shape.
-    forward = evaluation.make_forward(cfg, reps)
+    # One row per call, as a served request would arrive, through predict.py's path for single rows
+    # (--forward auto: the compiled forward kernel, then the merge kernel). Rows are read beforehand.
+    nets = CompiledNets.of_repetitions(cfg, reps)
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
     warm_up = 5
+    singles = [
+        (p["feat_idx"].values.numpy(), p["feat_val"].values.numpy())
+        for p in read_rows(files, 1).take(warm_up + args.latency_rows)
+    ]
     latencies = []
-    for i, parsed in enumerate(read_rows(files, 1).take(warm_up + args.latency_rows)):
+    for i, (indices, values) in enumerate(singles):
         start = time.perf_counter()
-        logits = forward(parsed).numpy()  # [1, R, B] float32
+        logits = nets.logits(indices, values, np.array([0, len(indices)]), cfg.threads)
         merge_scores(
             logits, label_to_bucket, cfg.top_k, mode=cfg.merge, loss=cfg.loss, threads=cfg.threads
         )
@@ -94,6 +100,7 @@ def main(argv=None) -> int:
         "eval_batch_size": cfg.eval_batch_size,
         "latency_ms_median": 1e3 * float(np.median(latencies)) if latencies else None,
         "latency_rows": len(latencies),
+        "latency_path": "compiled forward kernel + merge kernel (predict.py, single rows)",
         "model_bytes": variable_bytes + lookup_bytes,
         "model_variable_bytes": variable_bytes,
         "lookup_bytes": lookup_bytes,

@@ -173,3 +173,21 @@ def test_bfloat16_weights_are_the_spec_with_rounded_weights():
         0x3F80,  # a tie goes to the even neighbour
         0x3F82,  # the other tie, up to the even one
     ]
+
+
+def test_of_repetitions_takes_the_restored_lookups():
+    """Restored repetitions hold their feature lookups as tensors; the kernel gets them as arrays."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(4)
+    nets = [MachNet(16, (8,), 5, 0.0, 1, r) for r in range(2)]
+    lookups = rng.integers(0, 16, (2, 40)).astype(np.int32)
+    reps = [
+        SimpleNamespace(model=n, feature_to_slot=tf.constant(lookups[r]))
+        for r, n in enumerate(nets)
+    ]
+    cfg = SimpleNamespace(feat_hash_dim=16, normalize="max")
+    indices, values, row_splits = random_rows(rng, 5, 40, 6)
+    got = CompiledNets.of_repetitions(cfg, reps).logits(indices, values, row_splits)
+    want = CompiledNets(nets, lookups, "max").logits(indices, values, row_splits)
+    np.testing.assert_array_equal(got, want)

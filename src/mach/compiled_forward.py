@@ -111,6 +111,17 @@ class CompiledNets:
         self.normalize = normalize
         self.R = len(nets)
 
+    @classmethod
+    def of_repetitions(cls, cfg, reps, precision: str = "float32") -> CompiledNets:
+        """The networks of restored repetitions (mach.evaluation.TrainedRepetition) under cfg."""
+        hashing = cfg.feat_hash_dim is not None
+        return cls(
+            [rep.model for rep in reps],
+            np.stack([np.asarray(rep.feature_to_slot) for rep in reps]) if hashing else None,
+            cfg.normalize,
+            precision,
+        )
+
     def inputs(self, indices: np.ndarray, values: np.ndarray, row_splits: np.ndarray):
         """(slots [R, nnz] int64, normalised values [nnz] float32) of raw rows."""
         indices = np.asarray(indices, dtype=np.int64)

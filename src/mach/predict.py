@@ -163,17 +163,8 @@ class WorkDirPredictor:
     def _compiled_nets(self):
         from mach.compiled_forward import CompiledNets
 
-        cfg, reps = self.cfg, self.reps
-        return CompiledNets(
-            [rep.model for rep in reps],
-            (
-                np.stack([rep.feature_to_slot.numpy() for rep in reps])
-                if cfg.feat_hash_dim is not None
-                else None
-            ),
-            cfg.normalize,
-            "bfloat16" if self.kind == "compiled-bf16" else "float32",
-        )
+        precision = "bfloat16" if self.kind == "compiled-bf16" else "float32"
+        return CompiledNets.of_repetitions(self.cfg, self.reps, precision)
 
     def logits(self, indices, values, row_splits) -> np.ndarray:
         """[batch, R, B] float32 logits of raw rows, by the forward pass chosen."""
