@@ -79,8 +79,9 @@ def format_notes(results: dict[str, dict], dropped_train_rows: int = 0) -> str:
         notes.append(
             f"MACH: {mach['settings']}. train s = train.py's wall clock including TensorFlow start-up "
             f"(training loop alone {format_cell(mach.get('train_loop_s'), '{:.1f}')} s); predictions "
-            f"and timings from bench/mach_timing.py (same forward + merge as evaluate.py, "
-            f"{mach['eval_batch_size']} rows per step); model MB = model variables + lookups "
+            f"and batch timings from bench/mach_timing.py (same forward + merge as evaluate.py, "
+            f"{mach['eval_batch_size']} rows per step); latency through "
+            f"{mach.get('latency_path', 'the same forward + merge')}; model MB = model variables + lookups "
             f"(checkpoint with Adam's slots: {mach['checkpoint_bytes_with_optimizer'] / 2**20:.1f} MB)."
         )
     if any(m.startswith("omikuji") and "error" not in r for m, r in results.items()):
