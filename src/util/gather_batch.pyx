@@ -168,7 +168,6 @@ def gather_candidates(logits, label_to_bucket, bucket_offsets, bucket_labels, k,
     return labels, scores
 
 
-
 cdef extern from "forward_kernel.h" namespace "mach" nogil:
     void forward_rows_kernel[Weight](int64_t batch, int64_t R, int64_t n_layers,
                              const int64_t* sizes, const Weight* const* weights,
@@ -193,11 +192,10 @@ def forward_rows(weights, biases, row_splits, slots, values, threads=0):
     """
     if not isinstance(weights, (list, tuple)) or not weights or len(weights) != len(biases):
         raise ValueError("weights and biases must be equally long, non-empty lists (one per layer)")
+    _check_array("weights[0]", weights[0], 3, (np.float32, np.uint16), "[R, fan_in, fan_out]")
     for l, (w, b) in enumerate(zip(weights, biases)):
         _check_array(f"weights[{l}]", w, 3, (weights[0].dtype,), "[R, fan_in, fan_out]")
         _check_array(f"biases[{l}]", b, 2, (np.float32,), "[R, fan_out]")
-    if weights[0].dtype not in (np.float32, np.uint16):
-        raise TypeError(f"weights must have dtype float32 or uint16 (bfloat16), got {weights[0].dtype}")
     _check_array("row_splits", row_splits, 1, (np.int64,), "[batch + 1]")
     _check_array("slots", slots, 2, (np.int64,), "[R, nnz]")
     _check_array("values", values, 1, (np.float32,), "[nnz]")
