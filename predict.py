@@ -7,9 +7,10 @@ Rows are in the training text format (`l1,l2 i:v i:v ...`, or ` i:v ...` without
 ignored), from a file, a .gz or stdin (`--input -`, the default). Output: one JSON line per row,
 {"line": N, "labels": [...], "scores": [...]} (and "names" with --label-names), or TSV with
 --output out.tsv. --model is an export.py directory (its newest version) or a trained run directory
-such as work/delicious/B128-hs0-fhnone: its R checkpoints run through the compiled forward kernel for
-batches of up to 8 rows (the fastest path for single rows) and through TensorFlow above (--forward
-chooses one for all), then the compiled merge.
+such as work/delicious/B128-hs0-fhnone/default (or a directory holding one run): its weights run
+through the compiled forward kernel for batches of up to 8 rows (the fastest path for single rows)
+and through matrix products above (--forward chooses one for all), then the compiled merge. A run
+directory needs no TensorFlow, so the first row comes back within a second or two.
 """
 
 import argparse
@@ -20,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-import config
-from mach.cli import run_main
-from mach.predict import FORWARDS
+from mach.cli import add_merge_flags, add_verbose_flag, merge_from_args, parse_args, run_main
+from mach.serving.predictors import FORWARDS
 
 
 def main(argv=None) -> int:
@@ -51,12 +51,21 @@ def main(argv=None) -> int:
         "--forward",
         choices=FORWARDS,
         default="auto",
-        help="a run directory's forward pass: auto (the kernel for batches of up to 8 rows, "
-        "TensorFlow above), the compiled kernel (fastest for single rows), the same with bfloat16 "
-        "weights (half the memory traffic; scores within ~0.4%%), or TensorFlow's, whose scores "
-        "are evaluate.py's bit for bit (the float32 paths agree to float32 rounding)",
+        help="a run directory's forward pass: auto (compiled for batches of up to 8 rows, matmul "
+        "above), compiled (the kernel: fastest for single rows), compiled-bf16 (the same with "
+        "bfloat16 weights: half the memory traffic, scores within ~0.4%%), matmul (sparse and BLAS "
+        "products: fastest for large batches) or tensorflow (evaluate.py's bits; imports "
+        "TensorFlow). The float32 paths agree to float32 rounding",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--epoch",
+        type=int,
+        metavar="N",
+        help="a run directory's weights after epoch N (default: last)",
+    )
+    add_merge_flags(parser)
+    add_verbose_flag(parser)
+    args = parse_args(parser, argv)
     # Predictions may go to stdout, so logs and progress go to stderr.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s", force=True)
     log = logging.getLogger("mach").info
@@ -64,14 +73,20 @@ def main(argv=None) -> int:
 
 
 def _predict(args, log) -> int:
-    from mach import predict
+    from mach.serving import predictors, textio
 
     if args.batch_size < 1 or args.threads < 0:
         raise ValueError("--batch-size must be >= 1 and --threads >= 0")
-    kind, path = predict.find_model(args.model)
+    merge, impl = merge_from_args(args)
+    kind, path = predictors.find_model(args.model)
     start = time.time()
     if kind == "savedmodel":
-        predictor = predict.SavedModelPredictor(path, args.threads)
+        if merge.kind != "exact" or args.epoch is not None:
+            raise ValueError(
+                f"{path} is a SavedModel: its merge and epoch were fixed at export (see its "
+                "assets.extra/mach.json); --merge and --epoch apply to run directories"
+            )
+        predictor = predictors.SavedModelPredictor(path, args.threads)
         k = predictor.k if args.top_k is None else args.top_k
         if not 1 <= k <= predictor.k:
             raise ValueError(
@@ -79,34 +94,39 @@ def _predict(args, log) -> int:
                 f"{predictor.k}, or export again with --set top_k={k}"
             )
     else:
-        cfg = predict.config_of_run(config.Config, path, args.threads)
+        cfg = predictors.run_config(path, args.threads)
         k = cfg.top_k if args.top_k is None else args.top_k
-        predictor = predict.WorkDirPredictor(cfg, k, log, args.forward)
+        predictor = predictors.RunPredictor(cfg, k, log, args.forward, merge, impl, args.epoch)
     log(f"model={path} kind={kind} k={k} seconds={time.time() - start:.1f}")
     names = None
     if args.label_names is not None:
-        names = predict.load_label_names(args.label_names, predictor.n_classes)
+        names = textio.load_label_names(args.label_names, predictor.n_classes)
     fmt = args.format or predictor.format
-    counts = predict.Counts()
-    out_format = predict.output_format(args.output, args.output_format)
+    counts = textio.Counts()
+    out_format = textio.output_format(args.output, args.output_format)
     target = None if args.output is None else Path(args.output)
-    tmp = None if target is None else predict.temporary_output(target)
+    tmp = None if target is None else textio.temporary_output(target)
     start = time.time()
     try:
         with (
-            predict.open_input(args.input) as stream,
+            textio.open_input(args.input) as stream,
             open(tmp, "w") if tmp else contextlib.nullcontext(sys.stdout) as out,
         ):
-            rows = predict.read_rows(
+            rows = textio.read_text_rows(
                 stream, args.input, fmt, predictor.n_features, args.skip_bad, counts
             )
-            writer = predict.Writer(out, out_format, names)
-            predict.predict_rows(predictor, rows, k, args.batch_size, writer, counts, log)
+            writer = textio.Writer(out, out_format, names)
+            textio.predict_rows(predictor, rows, k, args.batch_size, writer, counts, log)
         if tmp:
             os.replace(tmp, target)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         if tmp:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     seconds = time.time() - start
     log(
         f"predicted rows={counts.rows} skipped={counts.skipped} seconds={seconds:.2f} "

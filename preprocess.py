@@ -12,9 +12,9 @@ import sys
 import time
 
 import config
-from mach.cli import add_config_flags, check_config, config_from_args, run_main, setup_logging
+from mach.cli import add_config_flags, config_from_args, parse_args, run_main, setup_logging
+from mach.data.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 from mach.files import write_json_atomic
-from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 
 
 def main(argv=None) -> int:
@@ -22,7 +22,7 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_flags(parser)
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     log = setup_logging().info
     return run_main(lambda: _preprocess(args, log))
 
@@ -32,9 +32,9 @@ def _preprocess(args, log) -> int:
     start = time.time()
     data_manifest = prepare_tfrecords(cfg, log)
     # Sizes may come from the file header when the config leaves them open.
-    cfg = check_config(with_data_sizes(cfg, data_manifest))
+    cfg = with_data_sizes(cfg, data_manifest)
     prepare_lookups(cfg, log)
-    write_json_atomic(cfg.run_dir() / "config.preprocess.json", dataclasses.asdict(cfg))
+    write_json_atomic(cfg.hashing_dir() / "config.preprocess.json", dataclasses.asdict(cfg))
     train, test = data_manifest["train"], data_manifest["test"]
     log(
         f"summary dataset={cfg.name} train_rows={train['rows']} test_rows={test['rows']} "

@@ -22,17 +22,16 @@ import sys
 from pathlib import Path
 
 import config
-from mach import reproduce
 from mach.cli import add_set_flag, config_from_args, setup_logging
-
-REPO = Path(__file__).resolve().parent
+from mach.datasets import DATASETS as FACTS
+from mach.experiments import chain, reproduce
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", required=True, choices=sorted(reproduce.KNOWN_SIZES))
+    parser.add_argument("--dataset", required=True, choices=sorted(set(FACTS) - {"delicious"}))
     parser.add_argument("--data-dir", default=config.BASE.data_dir, help="where the downloads are")
     parser.add_argument("--work-dir", default="work", help="outputs of the scripts (default: work)")
     parser.add_argument("--results-dir", default="results", help="where the results files go")
@@ -55,13 +54,6 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def script_flags(name: str, work_dir: Path, data_dir: Path, sets: list[str]) -> list[str]:
-    flags = ["--dataset", name, "--work-dir", str(work_dir), "--data-dir", str(data_dir)]
-    for pair in sets:
-        flags += ["--set", pair]
-    return flags
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = setup_logging().info
@@ -82,7 +74,7 @@ def main(argv=None) -> int:
         if len(rows) != 2 or min(rows) < 1:
             raise ValueError(f"--quick-rows {args.quick_rows}: expected TRAIN,TEST, e.g. 2000,500")
         cfg = config_from_args(user, config.BASE, config.DATASETS)
-        known = reproduce.KNOWN_SIZES[args.dataset]
+        known = FACTS[args.dataset]
         sets, shrunk = [], []
         if quick:
             keep = {pair.partition("=")[0].strip() for pair in args.overrides}
@@ -117,14 +109,25 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    flags = script_flags(cfg.name, work_dir, data_dir, sets)
-    seconds = {}
+    flags = chain.config_flags(cfg.name, work_dir, sets, data_dir)
+    steps = {}
+
+    def step(name: str, cmd: list[str]) -> None:
+        log(f"step={name} start cmd={' '.join(cmd)}")
+        steps[name] = chain.run_step(name, cmd)
+        log(f"step={name} done seconds={steps[name].wall_s:.1f}")
+
     try:
-        seconds["preprocess"] = reproduce.run_step(
-            "preprocess", [sys.executable, str(REPO / "preprocess.py"), *flags], log
-        )
+        step("preprocess", [*chain.script("preprocess"), *flags])
         if shutil.which("tmux"):
-            train = ["bash", str(REPO / "train.sh"), "--dataset", cfg.name, "--R", str(cfg.R)]
+            train = [
+                "bash",
+                str(chain.CLONE / "train.sh"),
+                "--dataset",
+                cfg.name,
+                "--R",
+                str(cfg.R),
+            ]
             train += ["--work-dir", str(work_dir), "--jobs", "1", "--wait"]
             train += ["--gpus", args.gpus] if args.gpus else []
             train += ["--per-gpu", str(args.per_gpu)] if args.per_gpu else []
@@ -133,14 +136,13 @@ def main(argv=None) -> int:
             log(
                 "step=train note=tmux is not installed, so train.py runs the repetitions in one process"
             )
-            train = [sys.executable, str(REPO / "train.py"), *flags, "--resume"]
-        seconds["train"] = reproduce.run_step("train", train, log)
+            train = [*chain.script("train"), *flags]
+        step("train", train)
         if reproduce.evaluation_up_to_date(cfg):
             log(f"step=evaluate up_to_date metrics={cfg.run_dir() / 'metrics.json'}")
         else:
-            evaluate = [sys.executable, str(REPO / "evaluate.py"), *flags]
-            seconds["evaluate"] = reproduce.run_step("evaluate", evaluate, log)
-    except reproduce.StepError as err:
+            step("evaluate", [*chain.script("evaluate"), *flags])
+    except chain.StepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
@@ -151,10 +153,10 @@ def main(argv=None) -> int:
         "shrunk": shrunk,
         "overrides": args.overrides,
         "data_source": source,
-        "seconds": seconds,
-        "peak_children_rss": reproduce.peak_children_rss(),
+        "seconds": {name: step.wall_s for name, step in steps.items()},
+        "peak_rss": {name: step.peak_rss_bytes for name, step in steps.items()},
     }
-    results = reproduce.collect_results(cfg, run, config.REFERENCES.get(cfg.name, {}))
+    results = reproduce.collect_results(cfg, run, known)
     stem = cfg.name + ("-quick-synthetic" if args.synthetic else "-quick" if quick else "")
     paths = reproduce.write_results(Path(args.results_dir), stem, results)
     metrics = results["metrics"]

@@ -22,8 +22,8 @@ else:
     compile_args, link_args = ["-O3", "-ffp-contract=off", "-fopenmp", "-std=c++17"], ["-fopenmp"]
 
 kernel = Extension(
-    "mach._gather_batch",
-    sources=["src/util/gather_batch.pyx"],
+    "mach._kernels",
+    sources=["src/util/kernels.pyx"],
     depends=[
         "src/util/merge_kernel.h",
         "src/util/candidate_kernel.h",

@@ -1,13 +1,13 @@
 """Train MACH repetitions: model r predicts the bucket h_r(y) of each row's labels.
 
-    python train.py --dataset delicious --repetitions 0-15        # all 16 in one process (CPU)
-    python train.py --dataset delicious --repetitions 3 --resume  # one job, as train.sh runs them
-    python train.py --dataset delicious --overwrite               # replace an earlier model
+    python train.py --dataset delicious                         # all R repetitions in one process (CPU)
+    python train.py --dataset delicious --set R=4 --set epochs=2   # a variant: its own run directory
+    python train.py --dataset delicious --repetitions 3         # one job, as train.sh runs them
+    python train.py --dataset delicious --overwrite             # retrain the same settings from scratch
 
-A repetition that already has checkpoints is never replaced silently: pass --resume to continue it
-(finished ones are left alone), --overwrite to retrain it, or --set tag=NAME to train a variant beside it.
-
-Checkpoints go to <work_dir>/<dataset>/<hashing>/ckpt/rNN/, TensorBoard logs to .../logs/tensorboard/.
+Each set of model settings trains in its own run directory, named by what differs from the preset
+(<work_dir>/<dataset>/<hashing>/<run>/, e.g. .../B128-hs0-fhnone/R4-epochs2/). Running the same
+command again continues an interrupted run from its last checkpoint, and leaves a finished one as it is.
 """
 
 import argparse
@@ -17,8 +17,8 @@ import sys
 import config
 from mach.cli import (
     add_config_flags,
-    check_config,
     config_from_args,
+    parse_args,
     parse_ranges,
     run_main,
     setup_logging,
@@ -49,17 +49,17 @@ def main(argv=None) -> int:
         help="which r to train in this process: 'all', '3', '0-7', '0,2,4'",
     )
     parser.add_argument(
-        "--resume", action="store_true", help="continue from each repetition's last complete epoch"
-    )
-    parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace repetitions that already have checkpoints (the old ones go once the new run saves its first checkpoint)",
+        help="retrain repetitions that already have checkpoints (the old model stays until the new "
+        "one saves its first checkpoint)",
     )
+    # Resuming is the default; the flag stays for older command lines.
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--print", metavar="KEY", help="print one resolved Config value and exit (for train.sh)"
     )
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     log = setup_logging().info
     return run_main(lambda: _train(args, log))
 
@@ -72,22 +72,21 @@ def _train(args, log) -> int:
         print(getattr(cfg, args.print))
         return 0
     # TensorFlow is imported only after the flags are known to be valid.
+    from mach.data.prepare import load_data_manifest, with_data_sizes
     from mach.devices import configure_devices
-    from mach.prepare import load_data_manifest, with_data_sizes
     from mach.training import train_repetitions
 
     data_manifest = load_data_manifest(cfg)
-    cfg = check_config(with_data_sizes(cfg, data_manifest))
+    cfg = with_data_sizes(cfg, data_manifest)
     repetitions = parse_repetitions(args.repetitions, cfg.R)
     configure_devices(cfg, log)
-    summaries = train_repetitions(
-        cfg, repetitions, data_manifest, args.resume, log, overwrite=args.overwrite
+    summaries = train_repetitions(cfg, repetitions, data_manifest, log, overwrite=args.overwrite)
+    wall = [s["wall_s"] for s in summaries]
+    log(
+        f"done repetitions={args.repetitions} epochs={cfg.epochs} "
+        f"final_loss={sum(s['final_loss'] for s in summaries) / len(summaries):.5f} "
+        f"wall_s={max(wall):.1f} params_per_repetition={summaries[0]['params']} run={cfg.run_dir()}"
     )
-    for s in summaries:
-        log(
-            f"done r={s['r']} epochs={s['epochs']} final_loss={s['final_loss']:.5f} "
-            f"wall_s={s['wall_s']} params={s['params']}"
-        )
     return 0
 
 

@@ -24,7 +24,7 @@ Options:
   --work-dir DIR   outputs (default: work)
   --overwrite      retrain repetitions that already have checkpoints (default: resume them)
   --wait           wait for all jobs; exit 1 naming the repetitions that failed
-  --status         show the jobs of this dataset      --stop   kill them
+  --status         each job's last epoch line; exit 1 if a job failed      --stop   kill them
   --ray ADDRESS    run the jobs as Ray tasks on the cluster at HOST:PORT ('auto': this node's);
                    more options: ./train.sh --ray auto --help
 EOF
@@ -33,11 +33,11 @@ EOF
 repo=$(cd "$(dirname "$0")" && pwd)
 python=${PYTHON:-$([ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3)}
 dataset=delicious R="" gpus="" per_gpu=2 gpu_mem="" jobs=1 work_dir=work
-mode=--resume action=launch wait=0 extra=()
+mode="" action=launch wait=0 extra=()
 # --ray: src/mach/ray_launch.py takes over, with every option as given (it reads the same ones).
 for arg in "$@"; do
   [ "$arg" = -- ] && break
-  [ "$arg" = --ray ] && exec "$python" -m mach.ray_launch "$@"
+  [ "$arg" = --ray ] && exec "$python" -m mach.distributed.launch "$@"
 done
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
     --gpu-mem) gpu_mem=$2; shift 2 ;;
     --jobs) jobs=$2; shift 2 ;;
     --work-dir) work_dir=$2; shift 2 ;;
-    --resume) mode=--resume; shift ;;  # the default; kept for older command lines
+    --resume) mode=""; shift ;;  # the default; kept for older command lines
     --overwrite) mode=--overwrite; shift ;;
     --wait) wait=1; shift ;;
     --status) action=status; shift ;;
@@ -84,36 +84,53 @@ sessions() {
   tmux list-sessions -F '#{session_name}' 2>/dev/null | grep -E "^${prefix//./\\.}r[0-9]+(-[0-9]+)?\$" || true
 }
 
+# A job's progress: the last epoch line of its log (train.py prints one per epoch), never library noise.
+progress() {
+  local line
+  line=$(grep -a '^epoch=' "$job_dir/$1.log" 2>/dev/null | tail -n 1)
+  echo "${line:-starting}"
+}
+
 # Prints "name status" per job and returns 1 when any job failed.
 report() {
-  local failed=() f name code
+  local failed=() f name code found=0
   for f in "$job_dir"/*.job; do
     [ -e "$f" ] || continue
+    found=1
     name=$(basename "$f" .job)
     if [ -e "$job_dir/$name.exit" ]; then
       code=$(cat "$job_dir/$name.exit")
       if [ "$code" = 0 ]; then echo "$name done"; else echo "$name FAILED exit=$code (log: $job_dir/$name.log)"; failed+=("$(cat "$f")"); fi
     elif [ "$have_tmux" = 0 ]; then
-      echo "$name no exit code yet (tmux is not installed here, so whether it runs is unknown): $(tail -n 1 "$job_dir/$name.log" 2>/dev/null | tr '\r' '\n' | tail -n 1)"
+      echo "$name no exit code yet (tmux is not installed here, so whether it runs is unknown): $(progress "$name")"
     elif sessions | grep -qx "$prefix$name"; then
-      echo "$name running: $(tail -n 1 "$job_dir/$name.log" 2>/dev/null | tr '\r' '\n' | tail -n 1)"
+      echo "$name running: $(progress "$name")"
     else
       echo "$name FAILED: session ended without an exit code (killed?)"; failed+=("$(cat "$f")")
     fi
   done
+  [ "$found" = 1 ] || echo "no jobs of $dataset in $work_dir (train.sh has not launched any there)"
   if [ ${#failed[@]} -gt 0 ]; then echo "failed repetitions: ${failed[*]}"; return 1; fi
 }
 
+# The flags that reach the same jobs again, for the hints printed below.
+same=(--dataset "$dataset")
+[ "$work_dir" = work ] || same+=(--work-dir "$work_dir")
+hint="$0 $(printf '%q ' "${same[@]}")"
+
 case "$action" in
-  status) report || true; exit 0 ;;
-  stop) for s in $(sessions); do tmux kill-session -t "$s"; echo "stopped $s"; done; exit 0 ;;
+  status) report; exit $? ;;
+  stop)
+    running=$(sessions)
+    [ -n "$running" ] || { echo "no running jobs of $dataset in $work_dir: nothing to stop"; exit 0; }
+    for s in $running; do tmux kill-session -t "$s"; echo "stopped $s"; done; exit 0 ;;
 esac
 
 if [ -n "$(sessions)" ] && [ "$wait" = 1 ]; then
   while [ -n "$(sessions)" ]; do sleep 2; done
   report; exit $?
 elif [ -n "$(sessions)" ]; then
-  echo "train.sh: jobs of $dataset are still running ($(sessions | tr '\n' ' ')); use --status, --wait or --stop" >&2
+  echo "train.sh: jobs of $dataset are still running ($(sessions | tr '\n' ' ')); use ${hint}--status, --wait or --stop" >&2
   exit 1
 fi
 
@@ -146,7 +163,7 @@ for (( j = 0; j < slots; j++ )); do
   if [ ${#gpu_list[@]} -gt 0 ]; then device=${gpu_list[$(( j % ${#gpu_list[@]} ))]}; else device=""; fi
   flags=(--dataset "$dataset" --work-dir "$work_dir" --repetitions "$first-$last" --set R="$R" --set threads="$threads")
   [ -n "$gpu_mem" ] && flags+=(--set gpu_memory_mb="$gpu_mem")
-  flags+=("$mode")
+  [ -z "$mode" ] || flags+=("$mode")
   if [ "$last" -gt "$first" ]; then echo "$first-$last"; else echo "$first"; fi > "$job_dir/$name.job"
   # The job script records train.py's own exit code, whatever tee does.
   {
@@ -159,6 +176,6 @@ for (( j = 0; j < slots; j++ )); do
   echo "started $prefix$name repetitions=$first-$last device=${device:-cpu} log=$job_dir/$name.log"
 done
 
-[ "$wait" = 1 ] || { echo "follow with: $0 --dataset $dataset --status (or --wait)"; exit 0; }
+[ "$wait" = 1 ] || { echo "follow with: ${hint}--status (or --wait, --stop)"; exit 0; }
 while [ -n "$(sessions)" ]; do sleep 2; done
 report

@@ -32,16 +32,9 @@ import scipy.sparse as sp
 import shared_matrix
 
 import config
-from mach import xcformat
-from mach.cli import (
-    add_config_flags,
-    add_set_flag,
-    apply_overrides,
-    config_from_args,
-    parse_ranges,
-    preset_or_new,
-    setup_logging,
-)
+from mach.cli import add_config_flags, add_set_flag, config_from_args, parse_ranges, setup_logging
+from mach.config import apply_overrides
+from mach.data import formats as xcformat
 
 REPO = common.REPO
 PEER_PACKAGES = {
@@ -176,7 +169,7 @@ def run_mach(args, data_dir: Path, out_dir: Path, log) -> dict:
             return failure(f"mach {step}", runs[step], log_path)
     result = json.loads((out_dir / "result.json").read_text())
     # B and epochs left open are chosen from the data: the run directory is known only now.
-    from mach.prepare import load_data_manifest, with_data_sizes
+    from mach.data.prepare import load_data_manifest, with_data_sizes
 
     mach_cfg = with_data_sizes(mach_cfg, load_data_manifest(mach_cfg))
     # train.py's own loop time leaves out TF's import and start-up, which the process wall includes.
@@ -355,7 +348,7 @@ def dataset_config(args):
         args.data and not (args.train_split and args.test_split)
     ):
         raise ValueError("give --train with --test, or --data with --train-split and --test-split")
-    cfg = preset_or_new(args.dataset, config.BASE, config.DATASETS)
+    cfg = config.DATASETS.get(args.dataset) or dataclasses.replace(config.BASE, name=args.dataset)
     if args.train:
         cfg = dataclasses.replace(cfg, train_file=str(args.train), test_file=str(args.test))
         cfg = dataclasses.replace(cfg, data_file=None)
@@ -389,7 +382,7 @@ def pin_mach_settings(args) -> list[str]:
     config.py is read again by each script; pinning it here keeps one compare run (and all its splits) on
     one MACH setting even when someone edits the preset meanwhile.
     """
-    preset = preset_or_new(args.dataset, config.BASE, config.DATASETS)
+    preset = config.DATASETS.get(args.dataset) or dataclasses.replace(config.BASE, name=args.dataset)
     resolved = dataclasses.asdict(apply_overrides(preset, args.overrides))
     return [f"{key}={value!r}" for key, value in resolved.items() if key not in PER_RUN_FIELDS]
 

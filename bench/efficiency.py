@@ -225,7 +225,7 @@ def delicious_step_table(args, peaks: list) -> None:
 
 
 def delicious_loop_table(args, peaks: list) -> None:
-    from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
+    from mach.data.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 
     def quiet(message):
         pass
@@ -356,10 +356,10 @@ def limits_table(args, peaks: list):
     beside the floors that bound it: a NumPy matvec over the float32 weights that every row reads,
     and an empty tf.function call.
     """
-    from mach import export
-    from mach.compiled_forward import CompiledNets
     from mach.hashing import build_label_lookup
     from mach.merge import merge_topk
+    from mach.serving import export
+    from mach.serving.forward import CompiledNets
 
     D, nnz, hidden, B, K, R = 500, 18, (1024, 512), 128, 983, 16
     sizes = [D, *hidden, B]

@@ -18,8 +18,8 @@ import time
 import numpy as np
 from common import machine
 
-from mach.compiled_forward import to_bfloat16
 from mach.merge import load_kernel
+from mach.serving.forward import to_bfloat16
 
 # (input width, hidden, B, R, non-zeros per row): config.py's presets and their data's mean row.
 SHAPES = {

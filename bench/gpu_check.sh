@@ -34,7 +34,7 @@ if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then gpus=
 echo "gpu_check: K=$K D=$D train_rows=$train_rows packs=[$packs] device=$([ "$gpus" = 0 ] && nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 || echo cpu)"
 
 # Amazon-670K's shape: 5.45 labels and about 76 features a row.
-"$python" -m mach.synthetic --K "$K" --D "$D" --train-rows "$train_rows" --test-rows "$test_rows" \
+"$python" -m mach.data.synthetic --K "$K" --D "$D" --train-rows "$train_rows" --test-rows "$test_rows" \
   --labels-per-row 5.45 --features-per-label 12 --noise-features 24 --out "$out/data" >/dev/null
 common=(--dataset gpucheck --work-dir "$out/work" --set "train_file='$out/data/train.txt'" \
         --set "test_file='$out/data/test.txt'" --set epochs=1 --set recipe=official --set loss=bce "${sets[@]}")

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         (args.out / "runs.tsv").read_text().splitlines(), delimiter="\t"
     ):
         runs[int(pack)].append((job, float(rate), float(seconds)))
-    metrics = json.loads(next((args.out / "work" / "gpucheck").glob("B*/metrics.json")).read_text())
+    metrics = json.loads(next((args.out / "work" / "gpucheck").glob("B*/*/metrics.json")).read_text())
     table = []
     for pack, jobs in sorted(runs.items()):
         rates = [rate for _, rate, _ in jobs]

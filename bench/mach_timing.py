@@ -43,11 +43,11 @@ def main(argv=None) -> int:
     cfg = config_from_args(args, config.BASE, config.DATASETS)
 
     from mach import evaluation
-    from mach.compiled_forward import CompiledNets
-    from mach.data import read_rows
+    from mach.data.prepare import load_data_manifest, with_data_sizes
+    from mach.data.tfrecords import read_batches
     from mach.devices import configure_devices
     from mach.merge import merge_scores
-    from mach.prepare import load_data_manifest, with_data_sizes
+    from mach.serving.forward import CompiledNets
 
     data_manifest = load_data_manifest(cfg)
     cfg = with_data_sizes(cfg, data_manifest)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     warm_up = 5
     singles = [
         (p["feat_idx"].values.numpy(), p["feat_val"].values.numpy())
-        for p in read_rows(files, 1).take(warm_up + args.latency_rows)
+        for p in read_batches(files, 1).take(warm_up + args.latency_rows)
     ]
     latencies = []
     for i, (indices, values) in enumerate(singles):

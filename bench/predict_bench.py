@@ -32,14 +32,14 @@ BATCHES = (1, 32, 1024)
 
 
 def test_rows(cfg, n: int):
-    """Up to n test rows as mach.xcformat.Row, read from the TFRecords."""
+    """Up to n test rows as mach.data.formats.Row, read from the TFRecords."""
     from mach import evaluation
-    from mach.data import read_rows
-    from mach.prepare import load_data_manifest
-    from mach.xcformat import Row
+    from mach.data.formats import Row
+    from mach.data.prepare import load_data_manifest
+    from mach.data.tfrecords import read_batches
 
     rows = []
-    for parsed in read_rows(evaluation.test_files(cfg, load_data_manifest(cfg)), 1024):
+    for parsed in read_batches(evaluation.test_files(cfg, load_data_manifest(cfg)), 1024):
         idx = parsed["feat_idx"]
         splits = np.searchsorted(idx.indices[:, 0].numpy(), np.arange(idx.dense_shape[0] + 1))
         values, ids = parsed["feat_val"].values.numpy(), idx.values.numpy()
@@ -91,7 +91,8 @@ def serving_paths(cfg, args, log) -> dict:
     """Timings of the serving paths over the test rows."""
     import tensorflow as tf
 
-    from mach import evaluation, export, predict
+    from mach import evaluation
+    from mach.serving import export, predict
 
     rows = test_rows(cfg, max(BATCHES[-1], args.latency_rows))
     log(f"rows={len(rows)} from the test split")
@@ -146,11 +147,11 @@ def serving_paths(cfg, args, log) -> dict:
 
 def predict_text(cfg, model, log):
     """predict.py's path from text lines to JSON lines (parse, call, format) over `model`."""
-    from mach import predict
+    from mach.serving import predict
 
     def run(text: bytes) -> str:
         counts, out = predict.Counts(), io.StringIO()
-        parsed = predict.read_rows(io.BytesIO(text), "-", "xc", cfg.n_features, False, counts)
+        parsed = predict.read_text_rows(io.BytesIO(text), "-", "xc", cfg.n_features, False, counts)
         writer = predict.Writer(out, "jsonl", None)
         predict.predict_rows(model, parsed, cfg.top_k, BATCHES[-1], writer, counts, log)
         return out.getvalue()
@@ -162,7 +163,7 @@ def merge_functions(lookups, offsets, labels, k: int, m: int, min_freq: int) -> 
     """The two in-graph merges of logits [batch, R, B]."""
     import tensorflow as tf
 
-    from mach import export
+    from mach.serving import export
 
     return {
         "exact": lambda x: export.exact_topk(tf.unstack(x, axis=1), lookups, k),
@@ -174,7 +175,8 @@ def merge_sweep(Ks, R: int, m: int, min_freq: int, k: int, repeats: int, log) ->
     """ms per row of the in-graph exact and candidate merges on random logits, B = clip(K/100)."""
     import tensorflow as tf
 
-    from mach import export, hashing
+    from mach import hashing
+    from mach.serving import export
 
     rng = np.random.default_rng(0)
     out = []
@@ -250,7 +252,7 @@ def _bench(args, log) -> int:
             json.dumps({"machine": host, "rows": sweep}, indent=2) + "\n"
         )
         return 0
-    from mach.prepare import load_data_manifest, with_data_sizes
+    from mach.data.prepare import load_data_manifest, with_data_sizes
 
     if not (cfg.ckpt_dir(0) / "checkpoint").is_file():
         raise FileNotFoundError(

@@ -26,7 +26,7 @@ from pathlib import Path
 from common import REPO, cpu_name  # also puts the repository root on sys.path, for config
 
 import config
-from mach.synthetic import SyntheticSpec, write_dataset
+from mach.data.synthetic import SyntheticSpec, write_dataset
 
 # Published shape of each dataset: labels per row, features per row, full train rows. Features per row of
 # Amazon-3M and ODP are not in our sources: the values marked "assumed" are guesses of the right order.

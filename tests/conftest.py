@@ -86,3 +86,33 @@ def cli_flags(files: dict[str, Path], dataset: str, work: Path, **overrides) -> 
 
 def quiet(*_args) -> None:
     """A log function that drops messages."""
+
+
+def run_dir_of(work: Path, dataset: str) -> Path:
+    """The one run directory (<hashing>/<run>/) that the scripts trained for dataset under work."""
+    runs = sorted({p.parent for p in (work / dataset).glob("*/*/ckpt")})
+    assert len(runs) == 1, f"expected one run of {dataset} in {work}, found {runs}"
+    return runs[0]
+
+
+def evaluate_topk(cfg, merge=None, R=None) -> dict:
+    """evaluate.py's top-k of cfg's test split (its forward pass and compiled merge), R_values [R]."""
+    from mach import evaluation
+    from mach.data.prepare import load_data_manifest
+    from mach.merge import Merge
+
+    R = cfg.R if R is None else R
+    manifest = load_data_manifest(cfg)
+    merge = Merge() if merge is None else merge
+    return evaluation.grouped_topk(cfg, R, manifest, [R], "compiled", quiet, merge, cfg.epochs)
+
+
+def load_trained(cfg, R=None) -> list:
+    """Repetitions 0..R-1 of cfg's run after its last epoch, as evaluation loads them."""
+    from mach import evaluation
+    from mach.data.prepare import load_data_manifest
+    from mach.identity import data_fingerprint
+
+    R = cfg.R if R is None else R
+    data = data_fingerprint(load_data_manifest(cfg))
+    return evaluation.load_repetitions(cfg, range(R), cfg.epochs, data, quiet)

@@ -2,12 +2,13 @@
 padding, m = B is the exact merge, the evaluate.py mode and bench/approx_bench.py."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_flags
+from conftest import cli_flags, run_dir_of
 from test_candidates import assert_same, make_inputs
 
 from mach.hashing import invert_lookup
@@ -121,10 +122,10 @@ def test_merge_scores_dispatch():
     logits, label_to_bucket, offsets, labels = make_inputs(4, R=3, B=12, K=100, seed=8)
     search = ApproxSearch(offsets, labels, m=3, min_freq=2)
     want = merge_approx_numpy(logits, label_to_bucket, offsets, labels, 5, 3, 2)
-    for impl in ("kernel", "numpy"):
+    for impl in ("compiled", "numpy"):
         assert_same(merge_scores(logits, label_to_bucket, 5, impl=impl, approx=search), want)
-    with pytest.raises(ValueError, match="mode='logits'"):
-        merge_scores(logits, label_to_bucket, 5, mode="probs", approx=search)
+    with pytest.raises(ValueError, match="score='logits'"):
+        merge_scores(logits, label_to_bucket, 5, score="probs", approx=search)
     with pytest.raises(ValueError, match="without candidates"):
         merge_scores(
             logits,
@@ -143,45 +144,38 @@ def trained(tiny_files, tmp_path):
     work = tmp_path / "work"
     flags = cli_flags(tiny_files, "tinyapprox", work, threads=1)
     assert preprocess.main(flags) == 0 and train.main(flags) == 0
-    return flags, next((work / "tinyapprox").glob("B8-*"))
+    return flags, run_dir_of(work, "tinyapprox")
 
 
 @pytest.mark.slow
 def test_evaluate_merge_approx_and_bench(trained, capsys, tmp_path):
-    """evaluate.py --merge-approx B --min-freq 1 is the exact merge; its own file; bench runs."""
+    """evaluate.py --merge approx with B buckets and --min-freq 1 is the exact merge, in its own file;
+    the older --merge-approx M still works; the bench runs."""
     import evaluate
 
     flags, run_dir = trained
     assert evaluate.main(flags) == 0
-    assert evaluate.main([*flags, "--merge-approx", "8", "--min-freq", "1"]) == 0
-    assert "approx_eval m=8 min_freq=1" in capsys.readouterr().out
+    approx_flags = ["--merge", "approx", "--merge-buckets", "8", "--min-freq", "1"]
+    assert evaluate.main([*flags, *approx_flags]) == 0
+    assert "merge=approx-m8-f1 (numpy)" in capsys.readouterr().out
     exact = json.loads((run_dir / "metrics.json").read_text())
-    approx = json.loads((run_dir / "metrics-approx8-f1.json").read_text())
+    approx = json.loads((run_dir / "metrics-approx-m8-f1.json").read_text())
     assert approx["metrics"] == exact["metrics"]
-    assert approx["merge_approx"] == 8 and approx["merge_impl"] == "numpy"
+    assert approx["merge"]["buckets"] == 8 and approx["impl"] == "numpy"
     assert evaluate.main([*flags, "--merge-approx", "2", "--sweep-R"]) == 0
-    assert (run_dir / "metrics-approx2-f2.json").is_file()
-    assert evaluate.main([*flags, "--merge-approx"]) == 2  # default M = 50 > B = 8
-    assert "--merge-approx 50 --min-freq 2: expected 1 <= M <= B=8" in capsys.readouterr().err
-    assert evaluate.main([*flags, "--merge-approx", "2", "--set", "merge=probs"]) == 2
-    assert "needs --set merge=logits" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        evaluate.main([*flags, "--merge-approx", "2", "--merge-candidates", "2"])
-
-    sys.path.insert(0, str(REPO / "bench"))
-    import approx_bench
+    assert "--merge-approx M is now --merge approx" in capsys.readouterr().err
+    assert (run_dir / "metrics-approx-m2-f2.json").is_file()
+    assert evaluate.main([*flags, "--merge", "approx", "--merge-buckets", "9"]) == 2
+    assert "--merge-buckets 9: expected at most B=8" in capsys.readouterr().err
+    assert evaluate.main([*flags, "--merge", "approx", "--set", "score=probs"]) == 2
+    assert "needs --set score=logits" in capsys.readouterr().err
 
     out = tmp_path / "bench.json"
-    assert (
-        approx_bench.main([*flags, "--repeats", "1", "--approx", "8:1,2:2", "--json", str(out)])
-        == 0
-    )
+    bench = [sys.executable, str(REPO / "bench" / "merge_kinds_bench.py"), *flags, "--repeats", "1"]
+    bench += ["--approx", "8:1,2:2", "--json", str(out)]
+    done = subprocess.run(bench, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
     results = {row["merge"]: row for row in json.loads(out.read_text())["results"]}
-    assert set(results) == {
-        "exact",
-        "candidates m=8 min_freq=2",
-        "approx_eval m=8 min_freq=1",
-        "approx_eval m=2 min_freq=2",
-    }
-    assert results["approx_eval m=8 min_freq=1"]["top5_equal_exact"] == 100.0
+    assert set(results) == {"exact", "candidates-m8-f2", "approx-m8-f1", "approx-m2-f2"}
+    assert results["approx-m8-f1"]["top5_equal_exact"] == 100.0
     assert results["exact"]["P@1"] == exact["metrics"]["P@1"]

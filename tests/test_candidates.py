@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import cli_flags
+from conftest import cli_flags, run_dir_of
 from test_merge import make_inputs as make_merge_inputs
 
-from mach._gather_batch import gather_candidates
+from mach._kernels import gather_candidates
 from mach.hashing import invert_lookup
 from mach.merge import (
     CandidateSearch,
@@ -111,8 +111,8 @@ def test_merge_scores_with_all_buckets_equals_exact(mode):
     logits, label_to_bucket, offsets, labels = make_inputs(5, R=3, B=12, K=100, seed=6)
     search = CandidateSearch(offsets, labels, m=12, min_freq=2)
     assert_same(
-        merge_scores(logits, label_to_bucket, 5, mode=mode, candidates=search),
-        merge_scores(logits, label_to_bucket, 5, mode=mode),
+        merge_scores(logits, label_to_bucket, 5, score=mode, candidates=search),
+        merge_scores(logits, label_to_bucket, 5, score=mode),
     )
 
 
@@ -189,7 +189,7 @@ def test_inconsistent_inverse_is_caught():
 
 
 def test_evaluate_cli_with_all_buckets_matches_exact(tiny_files, tmp_path, capsys):
-    """preprocess -> train -> evaluate (in process), exact and with --merge-candidates B: same metrics."""
+    """preprocess -> train -> evaluate (in process), exact and the candidate merge of all B: same metrics."""
     import evaluate
     import preprocess
     import train
@@ -198,12 +198,14 @@ def test_evaluate_cli_with_all_buckets_matches_exact(tiny_files, tmp_path, capsy
     flags = cli_flags(tiny_files, "tinycand", work, threads=1)
     assert preprocess.main(flags) == 0 and train.main(flags) == 0
     assert evaluate.main(flags) == 0
-    assert evaluate.main([*flags, "--merge-candidates", "8", "--min-freq", "2"]) == 0
-    assert "candidates m=8 min_freq=2" in capsys.readouterr().out
-    run_dir = next((work / "tinycand").glob("B8-*"))
+    candidates = ["--merge", "candidates", "--merge-buckets", "8", "--min-freq", "2"]
+    assert evaluate.main([*flags, *candidates]) == 0
+    assert "merge=candidates-m8-f2" in capsys.readouterr().out
+    run_dir = run_dir_of(work, "tinycand")
     exact = json.loads((run_dir / "metrics.json").read_text())
-    cand = json.loads((run_dir / "metrics-cand8-f2.json").read_text())
-    assert cand["metrics"] == exact["metrics"] and cand["merge_candidates"] == 8
-    assert evaluate.main([*flags, "--merge-candidates", "1", "--sweep-R"]) == 0
-    assert evaluate.main([*flags, "--merge-candidates", "9"]) == 2
-    assert "expected 1 <= M <= B=8" in capsys.readouterr().err
+    cand = json.loads((run_dir / "metrics-candidates-m8-f2.json").read_text())
+    assert cand["metrics"] == exact["metrics"] and cand["merge"]["buckets"] == 8
+    assert evaluate.main([*flags, "--merge-candidates", "1", "--sweep-R"]) == 0  # the old spelling
+    assert (run_dir / "metrics-candidates-m1-f2.json").is_file()
+    assert evaluate.main([*flags, "--merge", "candidates", "--merge-buckets", "9"]) == 2
+    assert "--merge-buckets 9: expected at most B=8" in capsys.readouterr().err

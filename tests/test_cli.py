@@ -37,7 +37,7 @@ def test_overrides_are_typed():
         ("hidden=(1.5,)", "expected a value of type"),
         ("loss=hinge", "loss='hinge': expected one of softmax, bce"),
         ("B", "expected KEY=VALUE"),
-        ("epochs=0", "epochs=0: expected None (chosen from the rows) or a positive integer"),
+        ("epochs=0", "epochs=0: expected None (chosen from the rows) or at least 1"),
     ],
 )
 def test_bad_overrides_are_errors_that_list_the_keys(pair, message):

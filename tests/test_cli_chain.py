@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_flags
+from conftest import cli_flags, run_dir_of
 
 # Trains models or runs scripts: left out by `make test-fast`.
 pytestmark = pytest.mark.slow
@@ -27,34 +27,44 @@ def test_preprocess_train_evaluate(tiny_files, tmp_path):
     assert "summary dataset=tinycli train_rows=64 test_rows=32" in prep.stdout
     train = run("train.py", tiny_files, work)
     assert train.returncode == 0, train.stderr
-    assert "r=1 epoch=1 loss=" in train.stdout
+    assert "epoch=1/1 loss=" in train.stdout and "repetitions=0-1" in train.stdout
+    again = run("train.py", tiny_files, work)  # the same settings again: nothing to do
+    assert again.returncode == 0 and "already_trained repetitions=0-1" in again.stdout
 
     kernel = run("evaluate.py", tiny_files, work, "--sweep-R")
     assert kernel.returncode == 0, kernel.stderr
     assert "P@1" not in kernel.stderr and "nDCG" in kernel.stdout and "PSP" in kernel.stdout
-    run_dir = next((work / "tinycli").glob("B8-*"))
+    run_dir = run_dir_of(work, "tinycli")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["R"] == 2 and set(metrics["sweep_R"]) == {"1", "2"}
     assert 0 <= metrics["metrics"]["P@1"] <= 100 and metrics["metrics"]["rows"] == 32
     assert (run_dir / "sweep_R.png").stat().st_size > 0
     assert metrics["config"]["B"] == 8 and metrics["timings"]["samples_per_s"] > 0
 
-    numpy = run("evaluate.py", tiny_files, work, "--merge-impl", "numpy")
+    numpy = run("evaluate.py", tiny_files, work, "--impl", "numpy")
     assert numpy.returncode == 0, numpy.stderr
     assert json.loads((run_dir / "metrics.json").read_text())["metrics"] == metrics["metrics"]
 
 
-def test_evaluate_refuses_mismatched_checkpoints(tiny_files, tmp_path):
+def test_variants_get_their_own_runs_and_mismatches_are_refused(tiny_files, tmp_path):
     work = tmp_path / "work"
     assert run("preprocess.py", tiny_files, work).returncode == 0
     assert run("train.py", tiny_files, work).returncode == 0
     other = run("evaluate.py", tiny_files, work, "--set", "hidden=(32,)")
-    assert other.returncode == 2
+    assert other.returncode == 2 and "no model was trained with these settings" in other.stderr
+    assert "--list` lists the runs" in other.stderr and "Traceback" not in other.stderr
+    # A variant trains beside the first run, with no flag to ask for it, and without a second preprocess.
+    assert run("train.py", tiny_files, work, "--set", "hidden=(32,)").returncode == 0
+    listed = run("evaluate.py", tiny_files, work, "--list")
+    assert "R2-hidden16-batch_size16-epochs1 " in listed.stdout
+    assert "R2-hidden32-batch_size16-epochs1 " in listed.stdout
+    # Naming a run whose model differs from the settings given is refused.
+    named = "--set", "run=R2-hidden16-batch_size16-epochs1"
+    mixed = run("evaluate.py", tiny_files, work, *named, "--set", "hidden=(32,)")
+    assert mixed.returncode == 2
     assert (
-        "cannot evaluate" in other.stderr and "hidden: checkpoint [16] vs now [32]" in other.stderr
+        "cannot evaluate" in mixed.stderr and "hidden: trained with [16], now [32]" in mixed.stderr
     )
-    missing = run("evaluate.py", tiny_files, work, "--set", "R=3")
-    assert missing.returncode == 2 and "no lookup for r=2" in missing.stderr
 
 
 def test_bad_data_is_a_clear_error_with_nothing_written(tiny_files, tmp_path):
@@ -84,5 +94,5 @@ def test_multiclass_data_reports_top1_accuracy(tmp_path):
     done = run("evaluate.py", files, work, "--set", "epochs=20", "--set", "lr=0.02")
     assert done.returncode == 0, done.stderr
     assert "top-1 accuracy" in done.stdout
-    metrics = json.loads(next((work / "tinycli").glob("B8-*/metrics.json")).read_text())["metrics"]
+    metrics = json.loads((run_dir_of(work, "tinycli") / "metrics.json").read_text())["metrics"]
     assert metrics["top1_accuracy"] == metrics["P@1"] > 20  # learnable: far above chance (2%)

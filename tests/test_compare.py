@@ -10,8 +10,9 @@ import pytest
 import scipy.sparse as sp
 
 import config
-from mach import metrics, xcformat
+from mach import metrics
 from mach.cli import parse_ranges
+from mach.data import formats as xcformat
 
 # The bench scripts are not a package; they import each other from their own folder.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))

@@ -1,4 +1,5 @@
-"""Grouped, placed evaluation equals the all-at-once one bit for bit; --epoch; resources in metrics.json."""
+"""Grouped, placed evaluation equals the all-at-once one bit for bit; --epoch; metrics files named by
+what they measure; resources in metrics.json."""
 
 import dataclasses
 import gzip
@@ -9,16 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_flags, format_rows, make_rows, quiet
+from conftest import cli_flags, format_rows, make_rows, quiet, run_dir_of
 
 import config
 
 REPO = Path(__file__).resolve().parents[1]
 R = 4
-# Trains models or runs scripts: left out by `make test-fast`.
-pytestmark = pytest.mark.slow
 
 
+# The tests that use this fixture train, so they are marked slow (left out by `make test-fast`).
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Tiny data, preprocessed and trained in-process: R=4, 2 epochs, both checkpoints kept."""
@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
         f.write(format_rows(make_rows(40, seed=2)))  # 40 rows: batches of 16, 16 and 8
     flags = cli_flags(files, "tinyeval", root / "work", R=R, epochs=2, threads=1)
     assert preprocess.main(flags) == 0 and train.main(flags) == 0
-    run_dir = next((root / "work" / "tinyeval").glob("B8-*"))
+    run_dir = run_dir_of(root / "work", "tinyeval")
     return flags, run_dir
 
 
@@ -40,7 +40,7 @@ def config_of(flags):
     import argparse
 
     from mach.cli import add_config_flags, config_from_args
-    from mach.prepare import load_data_manifest, with_data_sizes
+    from mach.data.prepare import load_data_manifest, with_data_sizes
 
     parser = argparse.ArgumentParser()
     add_config_flags(parser)
@@ -68,21 +68,21 @@ def test_repetition_groups():
     assert repetition_groups(5, 2) == [range(2), range(2, 4), range(4, 5)]
 
 
-@pytest.mark.parametrize("merge", ["exact", "candidates", "approx"])
-def test_groups_equal_all_at_once(trained, merge):
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["exact", "candidates", "approx"])
+def test_groups_equal_all_at_once(trained, kind):
     """Groups of 3 + 1 and of 1: the spill files give the one-group path's labels and scores."""
     from mach import evaluation
+    from mach.merge import Merge
 
     cfg, manifest = config_of(trained[0])
-    files = evaluation.test_files(cfg, manifest)
-    search = {"exact": {}, "candidates": {"candidates": (2, 2)}, "approx": {"approx": (2, 2)}}[
-        merge
-    ]
     R_values = [1, 2, 4]
 
     def run(group):
         c = dataclasses.replace(cfg, eval_group_size=group)
-        return evaluation.predict_grouped(c, R, files, R_values, "kernel", quiet, **search)
+        return evaluation.grouped_topk(
+            c, R, manifest, R_values, "compiled", quiet, Merge(kind, 2, 2), cfg.epochs
+        )
 
     plain = run(0)
     assert plain["groups"] == 1 and plain["topk"][4].shape == (40, 5)
@@ -90,7 +90,7 @@ def test_groups_equal_all_at_once(trained, merge):
         got = run(group)
         assert got["groups"] == -(-R // group) and got["n_params"] == plain["n_params"]
         assert_same_predictions(got, plain, R_values)
-    assert not list(trained[1].glob(".eval-logits-*"))  # the spill files are gone
+    assert not list(trained[1].glob(".eval-logits*"))  # the spill files are gone
 
 
 LOGICAL_CPUS = r"""
@@ -105,30 +105,38 @@ sys.path.insert(0, sys.argv[1])
 import evaluate
 from test_evaluation import R, config_of
 from mach import devices, evaluation
+from mach.merge import Merge
 
 flags = sys.argv[2:]
 cfg, manifest = config_of(flags)
 devices.configure_devices(cfg, print)
-files = evaluation.test_files(cfg, manifest)
 out = {}
 plain = None
 for group, per_device in [(0, 0), (2, 1), (0, 1), (3, 2), (0, 4)]:
     logs = []
     c = dataclasses.replace(cfg, eval_group_size=group, R_per_device=per_device)
-    got = evaluation.predict_grouped(c, R, files, [2, R], "kernel", logs.append)
+    placed = []
+    real = evaluation.load_repetition
+    def spy(*args, **kwargs):
+        rep = real(*args, **kwargs)
+        placed.append(rep.device[-5:])
+        return rep
+    evaluation.load_repetition = spy
+    got = evaluation.grouped_topk(c, R, manifest, [2, R], "compiled", logs.append, Merge(), cfg.epochs)
+    evaluation.load_repetition = real
     plain = plain or got
     same = all(
         np.array_equal(got["topk"][Rv], plain["topk"][Rv])
         and np.array_equal(got["scores"][Rv].view(np.int32), plain["scores"][Rv].view(np.int32))
         for Rv in (2, R)
     )
-    placed = [line.split("device=")[1][-5:] for line in logs if line.startswith("loaded r=")]
     out[f"{group},{per_device}"] = {"same": same, "placed": placed, "devices": got["devices"]}
 out["rc"] = evaluate.main([*flags, "--set", "eval_group_size=2", "--set", "R_per_device=1"])
 print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_placed_on_logical_cpus_equals_plain(trained):
     """R=4 over 4 logical CPU devices: placement happens, and the predictions do not change."""
     import evaluate
@@ -157,6 +165,7 @@ def test_placed_on_logical_cpus_equals_plain(trained):
     assert grouped["placement"]["groups"] == 2 and len(grouped["placement"]["devices"]) == 2
 
 
+@pytest.mark.slow
 def test_too_few_devices_for_R_per_device(trained, capsys):
     import evaluate
 
@@ -164,28 +173,48 @@ def test_too_few_devices_for_R_per_device(trained, capsys):
     assert "only 1 are visible" in capsys.readouterr().err
 
 
-def test_epoch_writes_its_own_metrics(trained, capsys):
+@pytest.mark.slow
+def test_every_evaluation_writes_its_own_metrics(trained, capsys):
+    """Any epoch is there by default; R, score, merge and epoch name the file; none replaces another."""
     import evaluate
 
     flags, run_dir = trained
     assert evaluate.main(flags) == 0
     latest = json.loads((run_dir / "metrics.json").read_text())
-    assert latest["epoch"] is None
+    assert latest["epoch"] == 2 and latest["epochs"] == 2
     assert evaluate.main([*flags, "--epoch", "1"]) == 0
-    assert "epoch 1" in capsys.readouterr().out
+    assert "epoch=1 (epoch 1 of 2)" in capsys.readouterr().out
     first = json.loads((run_dir / "metrics-epoch1.json").read_text())
     assert first["epoch"] == 1
-    assert json.loads((run_dir / "metrics.json").read_text()) == latest  # not overwritten
-    assert evaluate.main([*flags, "--epoch", "2", "--merge-candidates", "2"]) == 0
-    assert (run_dir / "metrics-cand2-f2-epoch2.json").is_file()
-    assert evaluate.main([*flags, "--epoch", "2"]) == 0
-    assert json.loads((run_dir / "metrics-epoch2.json").read_text())["metrics"] == latest["metrics"]
+    from mach import weights
+
+    ckpt = run_dir / "ckpt" / "r00"
+    assert not np.array_equal(
+        weights.load_epoch(ckpt, 1, "")[0], weights.load_epoch(ckpt, 2, "")[0]
+    )
+    for extra, name in [
+        (
+            ["--epoch", "1", "--merge", "candidates", "--merge-buckets", "2"],
+            "candidates-m2-f2-epoch1",
+        ),
+        (["--R", "2"], "R2"),
+        (["--set", "score=probs"], "probs"),
+        (["--set", "merge=probs"], "probs"),  # the field's old name, with a note
+    ]:
+        assert evaluate.main([*flags, *extra]) == 0
+        assert (run_dir / f"metrics-{name}.json").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text()) == latest  # never overwritten
+    assert evaluate.main([*flags, "--epoch", "2"]) == 0  # the last epoch is metrics.json itself
+    assert json.loads((run_dir / "metrics.json").read_text())["metrics"] == latest["metrics"]
     assert evaluate.main([*flags, "--epoch", "7"]) == 2
     err = capsys.readouterr().err
-    assert "--epoch 7: repetition r=0 has no checkpoint of that epoch" in err
-    assert "available epochs: 1, 2" in err and "keep_checkpoints=0" in err
+    assert (
+        "repetition r=0 of " in err
+        and "has no weights of epoch 7: it is trained to epoch 2 of 2" in err
+    )
 
 
+@pytest.mark.slow
 def test_metrics_report_model_size_and_peak_memory(trained):
     import evaluate
 

@@ -1,4 +1,4 @@
-"""export.py and mach.export: the in-graph merges against the NumPy specs, the text parser, and the
+"""export.py and mach.serving.export: the in-graph merges against the NumPy specs, the text parser, and the
 SavedModel of a tiny trained model against evaluate.py's merge, loaded where no project code is."""
 
 import argparse
@@ -11,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import cli_flags, format_rows, make_rows, quiet
+from conftest import cli_flags, evaluate_topk, format_rows, load_trained, make_rows
 
 import config
 import export as export_script
-from mach import evaluation, export, hashing, merge
+from mach import hashing, merge
 from mach.cli import add_config_flags, config_from_args
-from mach.prepare import load_data_manifest, with_data_sizes
-from mach.xcformat import iter_rows
+from mach.data.formats import iter_rows
+from mach.data.prepare import load_data_manifest, with_data_sizes
+from mach.merge import DEFAULT_BUCKETS, Merge
+from mach.serving import export
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float32 sums of the same logits, computed by other ops
@@ -136,14 +138,13 @@ def test_top_k_ranks_equal_values_by_lower_index():
 
 
 def test_choose_merge_uses_the_measured_threshold():
-    assert export.choose_merge(export.EXACT_MERGE_MAX_K, 128, 16, "auto", None, 2) == {
-        "kind": "exact"
-    }
-    big = export.choose_merge(export.EXACT_MERGE_MAX_K + 1, 1000, 16, "auto", None, 2)
-    assert big == {"kind": "candidates", "m": export.DEFAULT_CANDIDATE_M, "min_freq": 2}
-    assert export.choose_merge(10, 8, 2, "candidates", 3, 5)["min_freq"] == 2  # capped at R
-    with pytest.raises(ValueError, match="1 <= m <= B=8"):
-        export.choose_merge(10, 8, 2, "candidates", 9, 2)
+    assert export.choose_merge(export.EXACT_MERGE_MAX_K, 128, 16, "auto") == Merge("exact")
+    big = export.choose_merge(export.EXACT_MERGE_MAX_K + 1, 1000, 16, "auto")
+    assert big == Merge("candidates") and big.m(1000) == DEFAULT_BUCKETS["candidates"]
+    with pytest.raises(ValueError, match="--merge-buckets 9: expected at most B=8"):
+        export.choose_merge(10, 8, 2, Merge("candidates", 9))
+    with pytest.raises(ValueError, match="export takes exact or candidates"):
+        export.choose_merge(10, 8, 2, Merge("approx"))
 
 
 def test_parse_lines_reads_the_training_formats():
@@ -195,11 +196,9 @@ def trained(tmp_path_factory):
     return files, work
 
 
-def reference(cfg, candidates=None) -> dict:
+def reference(cfg, merge=None) -> dict:
     """evaluate.py's top-k of the test split: its forward pass and merge (the compiled kernel)."""
-    manifest = load_data_manifest(cfg)
-    files = evaluation.test_files(cfg, manifest)
-    pred = evaluation.predict_grouped(cfg, cfg.R, files, [cfg.R], "kernel", quiet, candidates)
+    pred = evaluate_topk(cfg, merge)
     return {"labels": pred["topk"][cfg.R], "scores": pred["scores"][cfg.R]}
 
 
@@ -211,7 +210,10 @@ def test_savedmodel_equals_evaluate_exact_candidates_and_hashing(trained, tmp_pa
     run_script("export.py", files, work, "--out", str(models / "exact"))
     flags = cli_flags(files, "tinyexp", work)
     assert (
-        export_script.main([*flags, "--out", str(models / "cand"), "--merge-candidates", "2"]) == 0
+        export_script.main(
+            [*flags, "--out", str(models / "cand"), "--merge", "candidates", "--merge-buckets", "2"]
+        )
+        == 0
     )
     hashed = cli_flags(files, "tinyexp", work, feat_hash_dim=16)
     assert export_script.main([*hashed, "--out", str(models / "hashed")]) == 0
@@ -242,11 +244,16 @@ def test_savedmodel_equals_evaluate_exact_candidates_and_hashing(trained, tmp_pa
     cfg = config_for(files, work)
     want = {
         "exact": reference(cfg),
-        "cand": reference(cfg, candidates=(2, 2)),
+        "cand": reference(cfg, Merge("candidates", 2, 2)),
         "hashed": reference(config_for(files, work, feat_hash_dim=16)),
     }
-    assert answers["exact"]["metadata"]["merge"] == {"kind": "exact"}
-    assert answers["cand"]["metadata"]["merge"] == {"kind": "candidates", "m": 2, "min_freq": 2}
+    assert answers["exact"]["metadata"]["merge"] == {"kind": "exact", "name": "exact"}
+    assert answers["cand"]["metadata"]["merge"] == {
+        "kind": "candidates",
+        "name": "candidates-m2-f2",
+        "m": 2,
+        "min_freq": 2,
+    }
     assert answers["hashed"]["metadata"]["feat_hash_dim"] == 16
     for name in names:
         got = answers[name]
@@ -259,12 +266,10 @@ def test_savedmodel_equals_evaluate_exact_candidates_and_hashing(trained, tmp_pa
 
 @pytest.mark.slow
 def test_probs_merge_equals_evaluate(trained):
-    """The paper's probability estimate (merge="probs"), from the same checkpoints."""
+    """The paper's probability estimate (score="probs"), from the same weights."""
     files, work = trained
-    cfg = config_for(files, work, merge="probs")
-    module = export.build(
-        cfg, evaluation.load_trained(cfg, cfg.R, quiet), 5, {"kind": "exact"}, None
-    )
+    cfg = config_for(files, work, score="probs")
+    module = export.build(cfg, load_trained(cfg), 5, Merge(), None, cfg.epochs)
     rows = list(iter_rows(files["test"], 30, 50))
     out = module.serve(
         tf.constant(np.concatenate([r.feat_idx for r in rows])),
@@ -303,7 +308,7 @@ def test_versions_and_saved_model_cli(trained, tmp_path):
 def test_serving_default_refuses_bad_rows(trained, tmp_path):
     files, work = trained
     cfg = config_for(files, work)
-    module = export.build(cfg, evaluation.load_trained(cfg, 2, quiet), 5, {"kind": "exact"}, None)
+    module = export.build(cfg, load_trained(cfg, 2), 5, Merge(), None, cfg.epochs)
     with pytest.raises(tf.errors.InvalidArgumentError, match="n_features=30"):
         module.serve(
             tf.constant([3, 30], tf.int64), tf.constant([1.0, 1.0]), tf.constant([0, 2], tf.int64)

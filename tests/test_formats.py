@@ -7,9 +7,9 @@ import pytest
 import tensorflow as tf
 from conftest import N_CLASSES, N_FEATURES, make_rows, quiet
 
-from mach.data import read_rows, tfrecord_files
-from mach.prepare import prepare_tfrecords
-from mach.xcformat import DataFormatError, count_rows, iter_rows, read_header, scan_sizes
+from mach.data.formats import DataFormatError, count_rows, iter_rows, read_header, scan_sizes
+from mach.data.prepare import prepare_tfrecords
+from mach.data.tfrecords import read_batches, tfrecord_files
 
 
 def write(tmp_path, text, name="data.txt"):
@@ -122,7 +122,7 @@ def format_rows(rows, fmt: str) -> str:
 def tfrecord_rows(cfg, manifest, split):
     """(labels, feature ids, values) of each row in the TFRecords, in file order."""
     got = []
-    for batch in read_rows(tfrecord_files(cfg.tfrecord_dir(), manifest[split]), batch_size=16):
+    for batch in read_batches(tfrecord_files(cfg.tfrecord_dir(), manifest[split]), batch_size=16):
         columns = ["labels", "feat_idx", "feat_val"]
         got += zip(*[tf.RaggedTensor.from_sparse(batch[c]).to_list() for c in columns])
     return got

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mach.xcformat import (
+from mach.data.formats import (
     DataFormatError,
     count_rows,
     iter_rows,

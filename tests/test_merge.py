@@ -5,7 +5,7 @@ import builtins
 import numpy as np
 import pytest
 
-from mach._gather_batch import gather_batch
+from mach._kernels import gather_batch
 from mach.merge import (
     merge_scores,
     merge_topk,
@@ -183,19 +183,19 @@ def test_missing_kernel_raises_import_error(monkeypatch):
     real_import = builtins.__import__
 
     def fail_kernel_import(name, *args, **kwargs):
-        if name == "mach._gather_batch":
-            raise ImportError("No module named 'mach._gather_batch'")
+        if name == "mach._kernels":
+            raise ImportError("No module named 'mach._kernels'")
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fail_kernel_import)
     logits, label_to_bucket = make_inputs(2, R=3, B=8, K=30)
-    with pytest.raises(ImportError, match=r"run `pip install -e .`.*--merge-impl numpy"):
+    with pytest.raises(ImportError, match=r"run `pip install -e .`.*--impl numpy"):
         merge_topk(logits, label_to_bucket, 5)
 
 
 @pytest.mark.parametrize("loss", ["softmax", "bce"])
-@pytest.mark.parametrize("impl", ["kernel", "numpy"])
-def test_probs_mode_is_the_paper_estimator(loss, impl):
+@pytest.mark.parametrize("impl", ["compiled", "numpy"])
+def test_probs_score_is_the_paper_estimator(loss, impl):
     R, B, K, k = 3, 6, 40, 5
     logits, label_to_bucket = make_inputs(4, R=R, B=B, K=K, seed=2)
     if loss == "softmax":
@@ -208,7 +208,7 @@ def test_probs_mode_is_the_paper_estimator(loss, impl):
     dense = B / (B - 1) * (mean_p - 1.0 / B)
     want_labels = np.argsort(-dense, axis=1, kind="stable")[:, :k]
 
-    labels, scores = merge_scores(logits, label_to_bucket, k, mode="probs", loss=loss, impl=impl)
+    labels, scores = merge_scores(logits, label_to_bucket, k, score="probs", loss=loss, impl=impl)
     np.testing.assert_array_equal(labels, want_labels)
     np.testing.assert_allclose(
         scores, np.take_along_axis(dense, want_labels, axis=1), rtol=1e-5, atol=1e-6
@@ -223,7 +223,7 @@ def test_to_probabilities_rows_sum_to_one():
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, rtol=1e-5)
 
 
-def test_merge_scores_logits_mode_is_merge_topk():
+def test_merge_scores_of_logits_is_merge_topk():
     logits, label_to_bucket = make_inputs(3, R=2, B=7, K=50)
     assert_same(
         merge_scores(logits, label_to_bucket, 4), merge_topk_numpy(logits, label_to_bucket, 4)
@@ -233,11 +233,11 @@ def test_merge_scores_logits_mode_is_merge_topk():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"mode": "prob"}, "mode must be one of"),
-        ({"mode": "probs", "loss": "mse"}, "loss must be one of"),
+        ({"score": "prob"}, "score must be one of"),
+        ({"score": "probs", "loss": "mse"}, "loss must be one of"),
     ],
 )
-def test_merge_scores_rejects_unknown_mode_and_loss(kwargs, message):
+def test_merge_scores_rejects_unknown_score_and_loss(kwargs, message):
     logits, label_to_bucket = make_inputs(2, R=2, B=7, K=50)
     with pytest.raises(ValueError, match=message):
         merge_scores(logits, label_to_bucket, 4, **kwargs)

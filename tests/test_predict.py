@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_flags, format_rows, make_rows, quiet
+from conftest import cli_flags, evaluate_topk, format_rows, make_rows
 
 import config
 import export as export_script
 import predict as predict_script
-from mach import evaluation
 from mach.cli import add_config_flags, config_from_args
-from mach.prepare import load_data_manifest, with_data_sizes
+from mach.data.prepare import load_data_manifest, with_data_sizes
 
 pytestmark = pytest.mark.slow  # trains a tiny model and exports it
 REPO = Path(__file__).resolve().parents[1]
@@ -46,8 +45,7 @@ def model(tmp_path_factory):
     add_config_flags(parser)
     cfg = config_from_args(parser.parse_args(flags), config.BASE, config.DATASETS)
     cfg = with_data_sizes(cfg, load_data_manifest(cfg))
-    test_files = evaluation.test_files(cfg, load_data_manifest(cfg))
-    pred = evaluation.predict_grouped(cfg, cfg.R, test_files, [cfg.R], "kernel", quiet)
+    pred = evaluate_topk(cfg)
     return {
         "root": root,
         "files": files,

@@ -5,15 +5,15 @@ import pytest
 import tensorflow as tf
 from conftest import N_CLASSES, N_FEATURES, make_rows, quiet
 
-from mach.data import SCHEMA, parse_batch, read_rows, tfrecord_files
-from mach.prepare import (
+from mach.data.formats import DataFormatError, iter_rows
+from mach.data.prepare import (
     load_data_manifest,
     load_lookups,
     prepare_lookups,
     prepare_tfrecords,
     with_data_sizes,
 )
-from mach.xcformat import DataFormatError, iter_rows
+from mach.data.tfrecords import SCHEMA, parse_batch, read_batches, tfrecord_files
 
 
 def preprocess(cfg):
@@ -29,7 +29,7 @@ def test_tfrecord_round_trip_through_tf_data(tiny_cfg, tiny_files):
     files = tfrecord_files(cfg.tfrecord_dir(), manifest["train"])
     # Inside tf.data.map (graph mode) ...
     got = []
-    for parsed in read_rows(files, batch_size=10):
+    for parsed in read_batches(files, batch_size=10):
         labels = tf.RaggedTensor.from_sparse(parsed["labels"]).to_list()
         idx = tf.RaggedTensor.from_sparse(parsed["feat_idx"]).to_list()
         val = tf.RaggedTensor.from_sparse(parsed["feat_val"]).to_list()
@@ -144,7 +144,7 @@ def test_data_file_with_split_files(tmp_path):
             files = tfrecord_files(cfg.tfrecord_dir(), manifest[name])
             got = [
                 int(label)
-                for batch in read_rows(files, 8)
+                for batch in read_batches(files, 8)
                 for label in batch["labels"].values.numpy()
             ]
             assert got == expected  # rows keep the data file's order
@@ -169,7 +169,7 @@ def test_tuning_mode_holds_out_training_rows_and_never_reads_test(tiny_cfg, tiny
     manifest = prepare_tfrecords(cfg, quiet)
     assert manifest["train"]["rows"] + manifest["test"]["rows"] == 64
     assert 8 <= manifest["test"]["rows"] <= 24
-    assert "valid0.25-s0" in cfg.tfrecord_dir().name and cfg.run_dir().name.startswith(
+    assert "valid0.25-s0" in cfg.tfrecord_dir().name and cfg.hashing_dir().name.startswith(
         "valid0.25-s0-"
     )
     again = prepare_tfrecords(
@@ -186,7 +186,7 @@ def test_b_and_epochs_left_open_are_chosen_from_the_data(tiny_cfg):
 
 
 def test_epochs_left_open_give_small_data_enough_steps():
-    from mach.prepare import default_epochs
+    from mach.data.prepare import default_epochs
 
     # 10 epochs where that is already 100+ steps (Delicious: 12,920 rows, 51 steps an epoch) ...
     assert default_epochs(12_920, 256) == 10 and default_epochs(10**7, 256) == 10

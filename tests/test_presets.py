@@ -1,4 +1,4 @@
-"""Issue #9: the paper presets carry the official settings; the official recipe is what it says."""
+"""The paper presets carry the official settings; the official recipe is what it says."""
 
 import math
 
@@ -7,13 +7,12 @@ import pytest
 import tensorflow as tf
 
 import config
+from mach.datasets import DATASETS as FACTS
 from mach.model import Adam, MachNet, bucket_loss
 
 # The settings of the official code, as read from the sources named in config.py.
 PAPER = {
     "wiki10_31k": dict(
-        n_features=101_938,
-        n_classes=30_938,
         B=2000,
         R=32,
         hidden=(500, 500),
@@ -21,8 +20,6 @@ PAPER = {
         epochs=60,
     ),
     "delicious200k": dict(
-        n_features=782_585,
-        n_classes=205_443,
         B=5000,
         R=32,
         hidden=(500, 500),
@@ -31,8 +28,6 @@ PAPER = {
         feat_hash_dim=None,
     ),
     "amazon670k": dict(
-        n_features=135_909,
-        n_classes=670_091,
         B=10_000,
         R=32,
         hidden=(500, 500),
@@ -40,8 +35,6 @@ PAPER = {
         epochs=40,
     ),
     "amazon3m": dict(
-        n_features=337_067,
-        n_classes=2_812_281,
         B=10_000,
         R=16,
         feat_hash_dim=100_000,
@@ -50,8 +43,6 @@ PAPER = {
         epochs=10,
     ),
     "odp": dict(
-        n_features=422_713,
-        n_classes=105_033,
         hidden=(),
         loss="softmax",
         B=32,
@@ -60,8 +51,6 @@ PAPER = {
         epochs=5,
     ),
     "imagenet22k": dict(
-        n_features=6144,
-        n_classes=21_841,
         hidden=(),
         loss="softmax",
         batch_size=256,
@@ -70,7 +59,13 @@ PAPER = {
     ),
 }
 MULTILABEL_OFFICIAL = dict(
-    recipe="official", loss="bce", lr=1e-3, adam_epsilon=1e-8, normalize="none", dropout=0.0
+    recipe="official",
+    loss="bce",
+    lr=1e-3,
+    adam_epsilon=1e-8,
+    normalize="none",
+    dropout=0.0,
+    sparse_first_layer="off",  # dense Adam on every layer, as the official code
 )
 
 
@@ -81,9 +76,14 @@ def test_paper_presets_equal_the_official_settings(name):
     if name not in ("odp", "imagenet22k"):
         expected.update(MULTILABEL_OFFICIAL)
     else:
-        expected.update(recipe="precursor", normalize="none", dropout=0.0, lr=1e-3)
+        expected.update(
+            recipe="precursor", normalize="none", dropout=0.0, lr=1e-3, sparse_first_layer="off"
+        )
+    # D, K and the propensity model come from the one table of dataset facts.
+    facts = FACTS[name]
+    expected.update(n_features=facts.n_features, n_classes=facts.n_classes, psp_A=facts.psp[0])
     assert {k: getattr(cfg, k) for k in expected} == expected
-    assert name in config.REFERENCES and config.REFERENCES[name]["source"]
+    assert facts.code and facts.download
 
 
 def test_official_initialisation_is_a_truncated_normal_of_stddev_0_05_for_weights_and_biases():
@@ -124,7 +124,7 @@ def test_adam_epsilon_is_honoured(epsilon):
 def test_training_uses_the_configured_epsilon(tiny_cfg):
     import dataclasses
 
-    from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
+    from mach.data.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
     from mach.training import Repetition
 
     cfg = with_data_sizes(tiny_cfg, prepare_tfrecords(tiny_cfg, print))

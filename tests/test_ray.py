@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import format_rows, make_rows
+from conftest import format_rows, make_rows, run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).parent / "ray"
@@ -183,8 +183,16 @@ def settings(tiny, **overrides) -> list[str]:
 
 
 def launcher(address, work, *flags, tiny=None, extra=None, timeout=300):
-    """python -m mach.ray_launch (what train.sh --ray runs), on dataset tinyray."""
-    cmd = [sys.executable, "-m", "mach.ray_launch", "--ray", address, "--dataset", "tinyray"]
+    """python -m mach.distributed.launch (what train.sh --ray runs), on dataset tinyray."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "mach.distributed.launch",
+        "--ray",
+        address,
+        "--dataset",
+        "tinyray",
+    ]
     cmd += ["--work-dir", str(work), *flags, "--", *(extra or settings(tiny))]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=work.parent)
 
@@ -220,7 +228,7 @@ def trained(cluster, tiny):
 
 
 def run_dir(work: Path) -> Path:
-    return next((work / "tinyray").glob("B8-*"))
+    return run_dir_of(work, "tinyray")
 
 
 @needs_ray
@@ -237,7 +245,7 @@ def test_a_killed_task_is_retried_resumed_and_ends_byte_identical_to_train_py(cl
     assert cluster["marker"].exists()
     log = (trained["work"] / "tinyray" / "ray-jobs" / "r02-03.log").read_text()
     assert "attempt=1" in log and "attempt=2" in log and "epoch=2" in log
-    assert "resumed_from=" in log and "epochs_done=1" in log
+    assert "resumed_from_epochs=" in log and "Sharding callback" not in log
     pids = {line.split("pid=")[1].split()[0] for line in log.splitlines() if "ray_task" in line}
     assert len(pids) == 2  # a fresh process for the retry
 
@@ -277,14 +285,15 @@ def test_a_relaunch_launches_nothing_and_refuses_another_config(cluster, tiny, t
     again = launcher(cluster["address"], work, "--wait", tiny=tiny)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "R=4 (from the last launch" in again.stdout
-    assert "r=3 already_trained epochs_done=2: not launched" in again.stdout
+    assert "already_trained repetition=3 epochs=2: not launched" in again.stdout
     assert "all 4 repetitions of tinyray are trained; nothing to launch" in again.stdout
     status = launcher(cluster["address"], work, "--status", tiny=tiny)
-    assert status.returncode == 0 and status.stdout == "", status.stdout + status.stderr
-    # Another model where the trained ones are: refused before anything starts, as --resume does.
-    other = launcher(cluster["address"], work, extra=settings(tiny, hidden=(32,)))
+    assert status.returncode == 0 and "no jobs of tinyray" in status.stdout, status.stdout
+    # Another model where the trained ones are: refused before anything starts, as train.py does.
+    run = f"run={run_dir_of(work, 'tinyray').name}"
+    other = launcher(cluster["address"], work, extra=[*settings(tiny, hidden=(32,)), "--set", run])
     assert other.returncode == 2 and "Traceback" not in other.stderr
-    assert "cannot resume" in other.stderr and "hidden: checkpoint [16] vs now [32]" in other.stderr
+    assert "cannot resume" in other.stderr and "hidden: trained with [16], now [32]" in other.stderr
 
 
 @needs_ray
@@ -293,7 +302,7 @@ def test_status_logs_and_stop_of_a_running_launch(cluster, tiny, trained):
     extra = settings(tiny, tag="long", epochs=100_000)
     started = launcher(cluster["address"], work, "--R", "2", extra=extra)
     assert started.returncode == 0, started.stdout + started.stderr
-    assert "follow with:" in started.stdout
+    assert f"follow with: {REPO / 'train.sh'} --dataset tinyray --work-dir {work}" in started.stdout
     jobs = work / "tinyray" / "ray-jobs"
     for _ in range(120):  # until both tasks have started
         if all((jobs / f"r0{r}.attempts").exists() for r in range(2)):
@@ -312,7 +321,7 @@ def test_status_logs_and_stop_of_a_running_launch(cluster, tiny, trained):
     assert stopped.stdout.startswith("stopped mach-tinyray-"), stopped.stdout + stopped.stderr
     after = launcher(cluster["address"], work, "--status", extra=extra)
     assert "r00 FAILED: the launch ended without an exit code (stopped?)" in after.stdout
-    assert "failed repetitions: 0 1" in after.stdout
+    assert "failed repetitions: 0 1" in after.stdout and after.returncode == 1
     time.sleep(1)  # the tasks died with the launch: their logs stop growing
     sizes = [(jobs / f"r0{r}.log").stat().st_size for r in range(2)]
     time.sleep(2)
@@ -368,7 +377,11 @@ def test_ray_not_installed_is_one_clear_error(tiny, tmp_path):
     no_ray = "import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; "
     work = tmp_path / "work"
     train = subprocess.run(
-        [sys.executable, "-c", no_ray + "runpy.run_module('mach.ray_launch', run_name='__main__')"]
+        [
+            sys.executable,
+            "-c",
+            no_ray + "runpy.run_module('mach.distributed.launch', run_name='__main__')",
+        ]
         + ["x", "--ray", "auto", "--dataset", "tinyray", "--work-dir", str(work), "--status"]
         + ["--", *settings(tiny)],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Issue #11: a trained model is never lost, a damaged input never gives a silent wrong number."""
+"""A trained model is never lost, a damaged input never gives a silent wrong number."""
 
 import dataclasses
 import os
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import cli_flags, quiet
+from conftest import cli_flags, quiet, run_dir_of
 
 from mach.checkpoints import RepetitionLock, complete_epochs
-from mach.cli import apply_overrides
-from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
+from mach.config import apply_overrides
+from mach.data.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 from mach.training import train_repetitions
 
 # Trains models or runs scripts: left out by `make test-fast`.
@@ -36,16 +36,16 @@ def checkpoint_bytes(ckpt_dir: Path) -> dict[str, bytes]:
 @pytest.fixture
 def trained(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=2))
-    train_repetitions(cfg, [0, 1], manifest, False, quiet)
+    train_repetitions(cfg, [0, 1], manifest, quiet)
     return cfg, manifest
 
 
-def test_a_second_run_without_resume_or_overwrite_is_refused_and_deletes_nothing(trained):
+def test_another_model_in_the_same_run_is_refused_and_deletes_nothing(trained):
     cfg, manifest = trained
     before = checkpoint_bytes(cfg.ckpt_dir(0))
     other = dataclasses.replace(cfg, hidden=(8,), seed=3)
-    with pytest.raises(ValueError, match=r"r=0 already has a trained model .*--overwrite"):
-        train_repetitions(other, [0, 1], manifest, False, quiet)
+    with pytest.raises(ValueError, match=r"cannot resume .*hidden: trained with \[16\], now \[8\]"):
+        train_repetitions(other, [0, 1], manifest, quiet)
     assert checkpoint_bytes(cfg.ckpt_dir(0)) == before
 
 
@@ -64,25 +64,24 @@ def test_overwrite_keeps_the_old_model_until_the_new_one_saves_an_epoch(trained,
 
     monkeypatch.setattr(mach.training, "_make_train_step", broken_step)
     with pytest.raises(tf.errors.InvalidArgumentError):
-        train_repetitions(
-            dataclasses.replace(cfg, seed=5), [0], manifest, False, quiet, overwrite=True
-        )
+        train_repetitions(dataclasses.replace(cfg, seed=5), [0], manifest, quiet, overwrite=True)
     assert checkpoint_bytes(cfg.ckpt_dir(0)) == before
     monkeypatch.undo()
     new = dataclasses.replace(cfg, seed=5)
-    train_repetitions(new, [0], manifest, False, quiet, overwrite=True)
+    train_repetitions(new, [0], manifest, quiet, overwrite=True)
     assert checkpoint_bytes(cfg.ckpt_dir(0)) != before
     assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2]
-    assert not list(cfg.ckpt_dir(0).parent.glob(".r00.replaced-*"))  # the old copy is gone
+    leftovers = [p.name for p in cfg.ckpt_dir(0).parent.glob(".r00.*") if p.name != ".r00.lock"]
+    assert leftovers == []  # neither copy is left behind
 
 
 def test_resume_leaves_finished_repetitions_alone(trained):
     cfg, manifest = trained
     before = checkpoint_bytes(cfg.ckpt_dir(1))
     messages = []
-    summaries = train_repetitions(cfg, [0, 1], manifest, True, messages.append)
+    summaries = train_repetitions(cfg, [0, 1], manifest, messages.append)
     assert checkpoint_bytes(cfg.ckpt_dir(1)) == before
-    assert any(m.startswith("r=1 already_trained epochs_done=2") for m in messages)
+    assert any(m.startswith("already_trained repetitions=0-1 epochs=2") for m in messages)
     assert summaries[1]["epochs"] == 2 and summaries[1]["wall_s"] > 0  # the original train.json
 
 
@@ -91,7 +90,7 @@ def test_resume_leaves_finished_repetitions_alone(trained):
 )
 def test_resume_recovers_from_a_missing_or_garbage_state_file(tiny_cfg, state):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
-    train_repetitions(cfg, [0], manifest, False, quiet)
+    train_repetitions(cfg, [0], manifest, quiet)
     kept = checkpoint_bytes(cfg.ckpt_dir(0))["ckpt-1.index"]
     state_file = cfg.ckpt_dir(0) / "checkpoint"
     if state is None:
@@ -99,23 +98,23 @@ def test_resume_recovers_from_a_missing_or_garbage_state_file(tiny_cfg, state):
     else:
         state_file.write_text(state)
     messages = []
-    train_repetitions(dataclasses.replace(cfg, epochs=2), [0], manifest, True, messages.append)
-    assert any("resumed_from=" in m and "epochs_done=1" in m for m in messages)
+    train_repetitions(dataclasses.replace(cfg, epochs=2), [0], manifest, messages.append)
+    assert "resumed_from_epochs=r0:1 (the last full checkpoints)" in messages
     assert checkpoint_bytes(cfg.ckpt_dir(0))["ckpt-1.index"] == kept
     assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2]
 
 
 def test_an_unreadable_checkpoint_is_refused_with_the_file_named(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
-    train_repetitions(cfg, [0], manifest, False, quiet)
+    train_repetitions(cfg, [0], manifest, quiet)
     (cfg.ckpt_dir(0) / "ckpt-1.index").write_bytes(b"\0" * 40)
     with pytest.raises(ValueError, match=r"ckpt-1 cannot be read .*previous epoch, or retrain"):
-        train_repetitions(dataclasses.replace(cfg, epochs=2), [0], manifest, True, quiet)
+        train_repetitions(dataclasses.replace(cfg, epochs=2), [0], manifest, quiet)
 
 
 def test_keep_checkpoints_0_keeps_every_epoch(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=3, keep_checkpoints=0))
-    train_repetitions(cfg, [0], manifest, False, quiet)
+    train_repetitions(cfg, [0], manifest, quiet)
     assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2, 3]
 
 
@@ -126,11 +125,11 @@ def test_a_second_trainer_of_the_same_repetition_is_refused_with_the_holders_pid
         with pytest.raises(
             ValueError, match=rf"being trained by another process \(pid {os.getpid()}"
         ):
-            train_repetitions(cfg, [0, 1], manifest, False, quiet)
+            train_repetitions(cfg, [0, 1], manifest, quiet)
         assert not cfg.ckpt_dir(0).exists()  # refused before anything was written
     finally:
         lock.release()
-    train_repetitions(cfg, [0, 1], manifest, False, quiet)  # free again once released
+    train_repetitions(cfg, [0, 1], manifest, quiet)  # free again once released
 
 
 def test_a_truncated_shard_is_refused_by_training(tiny_cfg):
@@ -139,7 +138,7 @@ def test_a_truncated_shard_is_refused_by_training(tiny_cfg):
     data = shard.read_bytes()
     shard.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"has \d+ bytes, not \d+: the TFRecords are damaged"):
-        train_repetitions(cfg, [0], manifest, False, quiet)
+        train_repetitions(cfg, [0], manifest, quiet)
 
 
 def test_rows_read_are_checked_against_the_manifest(tiny_cfg):
@@ -147,7 +146,7 @@ def test_rows_read_are_checked_against_the_manifest(tiny_cfg):
     lying = {**manifest, "train": {**manifest["train"], "rows": 65}}
     lying["train"].pop("sizes")
     with pytest.raises(ValueError, match=r"epoch 1 read \d+ training rows but .* should hold 65"):
-        train_repetitions(cfg, [0], lying, False, quiet)
+        train_repetitions(cfg, [0], lying, quiet)
 
 
 @pytest.mark.parametrize(
@@ -155,10 +154,10 @@ def test_rows_read_are_checked_against_the_manifest(tiny_cfg):
     [
         ("hidden=(0,)", "hidden=(0,): expected layer widths 1..1048576"),
         ("hidden=(-5,)", "hidden=(-5,): expected layer widths"),
-        ("shuffle_buffer=0", "shuffle_buffer=0: expected a positive integer"),
-        ("keep_checkpoints=-1", "keep_checkpoints=-1: expected 0 (keep every epoch)"),
-        ("lr=-0.1", "lr=-0.1: expected a positive learning rate"),
-        ("threads=-1", "threads=-1: expected 0 (all cores)"),
+        ("shuffle_buffer=0", "shuffle_buffer=0: expected at least 1"),
+        ("keep_checkpoints=-1", "keep_checkpoints=-1: expected at least 0"),
+        ("lr=-0.1", "lr=-0.1: expected a positive number"),
+        ("threads=-1", "threads=-1: expected at least 0"),
         ("adam_epsilon=0", "adam_epsilon=0: expected a positive number"),
         ("tag='../x'", "tag='../x': expected letters, digits"),
         ("n_classes=10", "B=64 is larger than the number of classes K=10"),
@@ -182,7 +181,7 @@ def test_train_py_refuses_b_larger_than_k_found_in_the_data(tiny_files, tmp_path
     assert "Traceback" not in done.stderr
 
 
-def test_train_py_refuses_to_replace_a_model_without_overwrite(tiny_files, tmp_path):
+def test_train_py_trains_a_variant_beside_the_model_and_overwrite_replaces_it(tiny_files, tmp_path):
     work = tmp_path / "work"
     flags = cli_flags(tiny_files, "tinyrel", work)
 
@@ -195,16 +194,20 @@ def test_train_py_refuses_to_replace_a_model_without_overwrite(tiny_files, tmp_p
     assert script("train.py").returncode == 0
     zero = script("evaluate.py", "--R", "0")
     assert zero.returncode == 2 and "--R 0: expected 1 <= R <= 2" in zero.stderr
-    again = script("train.py", "--set", "hidden=(8,)")
-    assert again.returncode == 2 and "--overwrite to replace it" in again.stderr
-    assert "Traceback" not in again.stderr
-    replaced = script("train.py", "--set", "hidden=(8,)", "--overwrite")
+    first = run_dir_of(work, "tinyrel")
+    before = checkpoint_bytes(first / "ckpt" / "r00")
+    variant = script("train.py", "--set", "hidden=(8,)")
+    assert variant.returncode == 0 and "Traceback" not in variant.stderr
+    assert (first.parent / f"{first.name.replace('hidden16', 'hidden8')}" / "ckpt" / "r00").is_dir()
+    assert checkpoint_bytes(first / "ckpt" / "r00") == before  # the first model is untouched
+    replaced = script("train.py", "--overwrite")
     assert replaced.returncode == 0, replaced.stderr
-    assert np.array(complete_epochs(next((work / "tinyrel").glob("B8-*")) / "ckpt" / "r00")).size
+    assert checkpoint_bytes(first / "ckpt" / "r00") != before
+    assert np.array(complete_epochs(first / "ckpt" / "r00")).size
 
 
 def test_damaged_label_counts_are_refused_and_preprocess_repairs_them(tiny_cfg):
-    from mach.prepare import LABEL_COUNTS, load_label_counts
+    from mach.data.prepare import LABEL_COUNTS, load_label_counts
 
     cfg, manifest = preprocess(tiny_cfg)
     counts = cfg.tfrecord_dir() / LABEL_COUNTS
@@ -214,12 +217,13 @@ def test_damaged_label_counts_are_refused_and_preprocess_repairs_them(tiny_cfg):
         load_label_counts(cfg, manifest)
     messages = []
     manifest = prepare_tfrecords(cfg, messages.append)
-    assert "tfrecords=stale" in messages[-1] and counts.read_bytes() == good
+    assert "tfrecords=damaged files=train_label_counts.npy" in messages[-1]
+    assert counts.read_bytes() == good
     assert load_label_counts(cfg, manifest).sum() > 0
 
 
 def test_a_damaged_lookup_is_rebuilt_byte_for_byte_by_preprocess(tiny_cfg):
-    from mach.prepare import load_lookups
+    from mach.data.prepare import load_lookups
 
     cfg, _ = preprocess(tiny_cfg)
     path = cfg.label_lookup_path(1)
@@ -236,7 +240,7 @@ def test_a_damaged_lookup_is_rebuilt_byte_for_byte_by_preprocess(tiny_cfg):
 
 @pytest.mark.parametrize("which", ["lookups", "tfrecords"])
 def test_a_damaged_manifest_is_named_or_rewritten(tiny_cfg, which):
-    from mach.prepare import load_data_manifest, load_lookups
+    from mach.data.prepare import load_data_manifest, load_lookups
 
     cfg, _ = preprocess(tiny_cfg)
     folder = cfg.lookup_dir() if which == "lookups" else cfg.tfrecord_dir()
@@ -254,12 +258,12 @@ def test_a_damaged_manifest_is_named_or_rewritten(tiny_cfg, which):
 
 
 def test_a_damaged_checkpoint_config_is_named(trained):
-    from mach.identity import read_checkpoint_config
+    from mach.identity import read_repetition_config
 
     cfg, _ = trained
     (cfg.ckpt_dir(0) / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match=r"r00/config.json is corrupt .*--overwrite"):
-        read_checkpoint_config(cfg, 0)
+    with pytest.raises(ValueError, match=r"r00/config.json is damaged .*--overwrite"):
+        read_repetition_config(cfg, 0)
 
 
 def test_leftovers_of_dead_processes_are_removed_on_the_next_run(tiny_cfg):

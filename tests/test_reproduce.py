@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import config
-from mach import reproduce
+from mach.datasets import DATASETS as FACTS
+from mach.experiments import reproduce
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,10 +51,8 @@ def test_quick_plan_shrinks_only_what_does_not_fit():
     assert wiki == {"R": 2, "epochs": 1} and len(notes) == 2
     big, notes = reproduce.quick_plan(config.DATASETS["amazon3m"], set())
     assert big["feat_hash_dim"] < 100_000 and "B" not in big
-    assert (
-        reproduce.n_params(big["feat_hash_dim"], big["hidden"], 10_000)
-        <= reproduce.QUICK_MAX_PARAMS
-    )
+    shrunk = dataclasses.replace(config.DATASETS["amazon3m"], **big)
+    assert shrunk.params_per_repetition() <= reproduce.QUICK_MAX_PARAMS
     assert any(n.startswith("hidden: (4096,) -> ") for n in notes)
     # A key the user set is left as it is.
     kept, _ = reproduce.quick_plan(config.DATASETS["amazon3m"], {"hidden", "R"})
@@ -73,11 +72,11 @@ def test_synthetic_multiclass_stand_in_is_vw_and_passes_the_check(tmp_path):
     cfg = dataclasses.replace(
         config.DATASETS["odp"], n_classes=40, n_features=60, data_dir=str(tmp_path)
     )
-    files = reproduce.write_synthetic(cfg, reproduce.KNOWN_SIZES["odp"], tmp_path, (30, 10), print)
+    files = reproduce.write_synthetic(cfg, FACTS["odp"], tmp_path, (30, 10), print)
     first = files["train"].read_text().splitlines()[0]
     assert " | " in first and "," not in first.split(" | ")[0]  # one label per row
     cfg = dataclasses.replace(cfg, train_file=str(files["train"]), test_file=str(files["test"]))
-    known = dataclasses.replace(reproduce.KNOWN_SIZES["odp"], n_classes=40, n_features=60)
+    known = dataclasses.replace(FACTS["odp"], n_classes=40, n_features=60)
     assert len(reproduce.check_downloads(cfg, known)) == 2
 
 

@@ -5,8 +5,15 @@ import hashlib
 import numpy as np
 import pytest
 
-from mach.synthetic import SyntheticSpec, draw_ranks, main, prototypes, rank_to_label, write_split
-from mach.xcformat import iter_rows, read_header
+from mach.data.formats import iter_rows, read_header
+from mach.data.synthetic import (
+    SyntheticSpec,
+    draw_ranks,
+    main,
+    prototypes,
+    rank_to_label,
+    write_split,
+)
 
 
 def read(path, spec):

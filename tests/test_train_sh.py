@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow]  # runs train.sh and trains: left out by `make test-fast`
@@ -58,10 +59,17 @@ def run_train_sh(tiny_files, work, *flags, r_flag=True):
 
 def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
     work = tmp_path / "work"
-    done = run_train_sh(tiny_files, work, "--wait")
+    done = run_train_sh(tiny_files, work)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "started mach-tinysh-" in done.stdout and "-r01 repetitions=1-1" in done.stdout
-    run_dir = next((work / "tinysh").glob("B8-*"))
+    # The hint reaches the same jobs: it carries --work-dir.
+    assert (
+        f"follow with: {REPO / 'train.sh'} --dataset tinysh --work-dir {work} --status"
+        in done.stdout
+    )
+    done = run_train_sh(tiny_files, work, "--wait")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_dir = run_dir_of(work, "tinysh")
     for r in ["r00", "r01"]:
         assert (run_dir / "ckpt" / r / "checkpoint").is_file()
         assert "epoch=1" in (work / "tinysh" / "jobs" / f"{r}.log").read_text()
@@ -72,7 +80,10 @@ def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "R=2 (from the last launch" in again.stdout
     assert {p: p.read_bytes() for p in (run_dir / "ckpt").glob("r*/*") if p.is_file()} == before
-    assert "r=0 already_trained epochs_done=1" in (work / "tinysh" / "jobs" / "r00.log").read_text()
+    assert (
+        "already_trained repetitions=0 epochs=1"
+        in (work / "tinysh" / "jobs" / "r00.log").read_text()
+    )
 
     # Damage repetition 1's checkpoint (preprocess would repair a lookup): its job must fail, the
     # other must finish, --wait must name r=1.
@@ -97,6 +108,7 @@ def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
         text=True,
     )
     assert "r00 done" in status.stdout and "r01 FAILED" in status.stdout
+    assert status.returncode == 1  # a failed job: --status says so in its exit code too
 
 
 def train_sh(*args, env=None):
@@ -108,7 +120,9 @@ def train_sh(*args, env=None):
 def test_stop_touches_only_this_datasets_sessions_in_this_work_dir(tmp_path):
     work = tmp_path / "work"
     listed = train_sh("--dataset", "relt", "--work-dir", str(work), "--status")
-    assert listed.returncode == 0
+    assert listed.returncode == 0 and f"no jobs of relt in {work}" in listed.stdout
+    nothing = train_sh("--dataset", "relt", "--work-dir", str(work), "--stop")
+    assert nothing.returncode == 0 and "no running jobs of relt" in nothing.stdout
     # Sessions of a dataset whose name starts the same, and of the same dataset elsewhere.
     work_id = subprocess.run(
         f"realpath -m '{work}' | cksum | awk '{{printf \"%06x\", $1 % 16777216}}'",
@@ -146,7 +160,10 @@ def test_status_reads_the_logs_without_tmux(tmp_path):
     (jobs / "r00.job").write_text("0\n")
     (jobs / "r00.exit").write_text("0\n")
     (jobs / "r01.job").write_text("1\n")
-    (jobs / "r01.log").write_text("r=1 epoch=1 loss=0.5\n")
+    # Library noise after the epoch line must not be shown as the job's progress.
+    (jobs / "r01.log").write_text(
+        "epoch=1/3 loss=0.5 ex_per_s=900\nSharding callback duration: 15 microseconds\n"
+    )
     bin_dir = tmp_path / "bin"  # a PATH with bash and the basics, but no tmux
     bin_dir.mkdir()
     for tool in [
@@ -168,6 +185,7 @@ def test_status_reads_the_logs_without_tmux(tmp_path):
     )
     assert status.returncode == 0, status.stderr
     assert "r00 done" in status.stdout and "r01 no exit code yet" in status.stdout
+    assert status.stdout.rstrip().endswith("epoch=1/3 loss=0.5 ex_per_s=900")
 
 
 def test_gpu_check_runs_on_the_cpu_with_tiny_shapes(tmp_path):

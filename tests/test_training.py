@@ -6,13 +6,13 @@ import pytest
 import tensorflow as tf
 from conftest import quiet
 
-from mach.data import rows_to_model_input, tfrecord_files
+from mach import weights
+from mach.data.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
+from mach.data.tfrecords import rows_to_model_input, tfrecord_files
 from mach.model import MachNet, bucket_loss
-from mach.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 from mach.training import Repetition, train_repetitions
 
-# Trains models or runs scripts: left out by `make test-fast`.
-pytestmark = pytest.mark.slow
+# Tests that train are marked slow (left out by `make test-fast`); the others run in both.
 
 
 def preprocess(cfg):
@@ -73,6 +73,7 @@ def test_feature_hashing_adds_colliding_features():
     ]
 
 
+@pytest.mark.slow
 def test_partial_last_batch_is_kept_and_unlabeled_rows_weigh_nothing(tiny_cfg, tiny_files):
     text = tiny_files["train"].read_text().splitlines()
     text[5] = " 1:1"  # a row without labels
@@ -102,32 +103,40 @@ def test_partial_last_batch_is_kept_and_unlabeled_rows_weigh_nothing(tiny_cfg, t
     )
 
 
-def trained_weights(cfg, manifest, groups, resume=False):
+def trained_weights(cfg, manifest, groups):
+    """Train the groups of repetitions; each one's last weights, from its NumPy file (checked
+    against its TensorFlow checkpoint)."""
     for reps in groups:
-        train_repetitions(cfg, reps, manifest, resume, quiet)
+        train_repetitions(cfg, reps, manifest, quiet)
     out = {}
     for r in range(cfg.R):
+        out[r] = weights.load_epoch(cfg.ckpt_dir(r), cfg.epochs, "")
         model = MachNet(cfg.input_dim(), cfg.hidden, cfg.B, 0.0, cfg.seed, r)
         tf.train.Checkpoint(model=model).restore(
             tf.train.latest_checkpoint(str(cfg.ckpt_dir(r)))
         ).expect_partial()
-        out[r] = [v.numpy() for v in model.trainable_variables]
+        for a, b in zip(out[r], model.arrays()):
+            np.testing.assert_array_equal(a, b)
     return out
 
 
-def test_training_lowers_the_loss(tiny_cfg):
+@pytest.mark.slow
+def test_training_lowers_the_loss_with_one_line_per_epoch(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=8, lr=0.01))
     messages = []
-    summaries = train_repetitions(cfg, [0, 1], manifest, False, messages.append)
-    first = [
-        float(m.split("loss=")[1].split()[0]) for m in messages if m.startswith("r=0 epoch=1 ")
-    ][0]
+    summaries = train_repetitions(cfg, [0, 1], manifest, messages.append)
+    epochs = [m for m in messages if m.startswith("epoch=")]
+    assert (
+        len(epochs) == 8 and epochs[-1].startswith("epoch=8/8 loss=") and "ex_per_s=" in epochs[-1]
+    )
+    first = float(epochs[0].split("loss=")[1].split()[0])
     assert summaries[0]["final_loss"] < 0.8 * first
     assert summaries[0]["epochs"] == 8 and (cfg.ckpt_dir(0) / "train.json").is_file()
-    assert any(m.startswith("r=1 epoch=8 loss=") and "ex_per_s=" in m for m in messages)
+    assert summaries[1]["epoch_weights"] == list(range(1, 9))  # every epoch kept: it fits
     assert list((cfg.log_dir() / "tensorboard" / "r01").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparse_first_layer", ["off", "on"])
 def test_grouping_does_not_change_results(tiny_cfg, tmp_path, sparse_first_layer):
     cfg, manifest = preprocess(
@@ -142,6 +151,7 @@ def test_grouping_does_not_change_results(tiny_cfg, tmp_path, sparse_first_layer
     assert not np.allclose(together[0][-1], together[1][-1])  # but the repetitions differ
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sparse_first_layer", ["off", "on"])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(
     tiny_cfg, tmp_path, monkeypatch, sparse_first_layer
@@ -169,18 +179,19 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
 
     monkeypatch.setattr(mach.training, "_make_train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        train_repetitions(cfg2, [0, 1], manifest2, False, quiet)
+        train_repetitions(cfg2, [0, 1], manifest2, quiet)
     monkeypatch.setattr(mach.training, "_make_train_step", real_step)
     assert tf.train.latest_checkpoint(str(cfg2.ckpt_dir(0))).endswith("ckpt-1")
     messages = []
-    train_repetitions(cfg2, [0, 1], manifest2, True, messages.append)
-    assert any("resumed_from=" in m and "epochs_done=1" in m for m in messages)
+    train_repetitions(cfg2, [0, 1], manifest2, messages.append)
+    assert "resumed_from_epochs=r0:1,r1:1 (the last full checkpoints)" in messages
     resumed = trained_weights(cfg2, manifest2, [])
     for r in range(cfg.R):
         for a, b in zip(uninterrupted[r], resumed[r]):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_one_pipeline_over_epochs_replays_each_epochs_own_order(tiny_cfg):
     cfg, manifest = preprocess(tiny_cfg)
     files = tfrecord_files(cfg.tfrecord_dir(), manifest["train"])
@@ -194,6 +205,7 @@ def test_one_pipeline_over_epochs_replays_each_epochs_own_order(tiny_cfg):
     assert not np.array_equal(run[0], run[4])  # each epoch has its own order
 
 
+@pytest.mark.slow
 def test_short_epochs_are_saved_once_per_interval_with_the_same_result(tiny_cfg, tmp_path):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=3, dropout=0.1))
     every_epoch = trained_weights(cfg, manifest, [[0, 1]])
@@ -205,11 +217,17 @@ def test_short_epochs_are_saved_once_per_interval_with_the_same_result(tiny_cfg,
     cfg2, manifest2 = preprocess(cfg2)
     last_only = trained_weights(cfg2, manifest2, [[0, 1]])
     assert [p.name for p in cfg2.ckpt_dir(0).glob("ckpt-*.index")] == ["ckpt-3.index"]
+    assert weights.saved_epochs(cfg2.ckpt_dir(0)) == [
+        1,
+        2,
+        3,
+    ]  # weights of every epoch all the same
     for r in range(cfg.R):
         for a, b in zip(every_epoch[r], last_only[r]):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_keeping_every_epoch_is_refused_up_front_when_the_disk_is_too_small(tiny_cfg, monkeypatch):
     import shutil as shutil_module
 
@@ -217,15 +235,16 @@ def test_keeping_every_epoch_is_refused_up_front_when_the_disk_is_too_small(tiny
     real = shutil_module.disk_usage
     monkeypatch.setattr(shutil_module, "disk_usage", lambda p: real(p)._replace(free=10_000_000))
     with pytest.raises(ValueError, match=r"keep_checkpoints=0 keeps all 1000 epochs .* GiB free"):
-        train_repetitions(cfg, [0, 1], manifest, False, quiet)
+        train_repetitions(cfg, [0, 1], manifest, quiet)
     assert not list(cfg.ckpt_dir(0).glob("ckpt-*"))  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_model(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
-    train_repetitions(cfg, [0], manifest, False, quiet)
-    with pytest.raises(ValueError, match=r"cannot resume .*hidden: checkpoint \[16\] vs now \[8\]"):
-        train_repetitions(dataclasses.replace(cfg, hidden=(8,)), [0], manifest, True, quiet)
+    train_repetitions(cfg, [0], manifest, quiet)
+    with pytest.raises(ValueError, match=r"cannot resume .*hidden: trained with \[16\], now \[8\]"):
+        train_repetitions(dataclasses.replace(cfg, hidden=(8,)), [0], manifest, quiet)
 
 
 def test_max_normalisation_makes_binary_rows_binary_again():

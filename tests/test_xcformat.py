@@ -3,7 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from mach.xcformat import (
+from mach.data.formats import (
     DataFormatError,
     count_rows,
     iter_rows,

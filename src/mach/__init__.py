@@ -1,6 +1,15 @@
-"""MACH: Merged-Average Classifiers via Hashing, in TensorFlow 2."""
+"""MACH: Merged-Average Classifiers via Hashing, in TensorFlow 2.
+
+    from mach import Config          # the settings of a run (src/mach/config.py)
+
+Importing mach does not import TensorFlow; the modules that need it load it when they are used.
+"""
 
 import os
 
-# Keep TensorFlow's C++ start-up chatter out of the key=value logs unless the user asks for it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up lines stay hidden unless a script runs with --verbose (mach.cli).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from mach.config import Config  # noqa: E402
+
+__all__ = ["Config"]

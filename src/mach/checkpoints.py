@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from mach.files import write_text_atomic
+from mach.files import pid_alive, write_text_atomic
 
 _CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 _CKPT_DATA = re.compile(r"^ckpt-(\d+)\.data-(\d+)-of-(\d+)$")
@@ -32,7 +32,8 @@ def complete_epochs(ckpt_dir: Path) -> list[int]:
     epochs = []
     for name in names:
         match = _CKPT_INDEX.match(name)
-        if match and int(match[1]) in data:
+        # A full disk can leave an empty index beside complete data files: that epoch is not saved.
+        if match and int(match[1]) in data and (ckpt_dir / name).stat().st_size > 0:
             shards, total = data[int(match[1])]
             if len(shards) == total:
                 epochs.append(int(match[1]))
@@ -71,12 +72,36 @@ def repair_state_file(ckpt_dir: Path, log) -> int | None:
     return epochs[-1]
 
 
-def remove_stale_temporaries(ckpt_dir: Path) -> None:
-    """Half-written saves of a killed run (`ckpt-N_temp/`); they are never read."""
+def remove_unfinished_saves(ckpt_dir: Path) -> None:
+    """Half-written saves of a killed run (`ckpt-N_temp/`, `checkpoint.tmp...`); they are never read."""
     if ckpt_dir.is_dir():
         for entry in ckpt_dir.iterdir():
             if entry.is_dir() and entry.name.endswith("_temp"):
                 shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name.startswith("checkpoint.tmp"):
+                entry.unlink(missing_ok=True)
+
+
+def remove_epoch_files(ckpt_dir: Path, epoch: int) -> None:
+    """The files of checkpoint ckpt-N, complete or not (a save that failed half-way)."""
+    for entry in ckpt_dir.glob(f"ckpt-{epoch}.*"):
+        if _CKPT_INDEX.match(entry.name) or _CKPT_DATA.match(entry.name):
+            entry.unlink(missing_ok=True)
+
+
+def recover_interrupted_overwrite(ckpt_dir: Path, log) -> None:
+    """Leftovers of an --overwrite run that died: its new directory (`.rNN.new-PID`) goes; an old
+    model moved aside (`.rNN.replaced-PID`) comes back when nothing replaced it, else goes."""
+    for entry in sorted(ckpt_dir.parent.glob(f".{ckpt_dir.name}.*-*")):
+        kind, _, pid = entry.name.rpartition("-")
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue
+        if kind.endswith(".replaced") and not ckpt_dir.exists():
+            os.replace(entry, ckpt_dir)
+            log(f"restored={ckpt_dir} (an interrupted --overwrite had moved it to {entry.name})")
+        elif kind.endswith((".replaced", ".new")):
+            shutil.rmtree(entry, ignore_errors=True)
+            log(f"removed={entry} (left by an interrupted --overwrite)")
 
 
 class RepetitionLock:

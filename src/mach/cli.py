@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import errno
 import logging
-import re
+import os
 import sys
-import types
-import typing
 
-CHOICES = {
-    "loss": ("softmax", "bce"),
-    "merge": ("logits", "probs"),
-    "normalize": ("l2", "max", "none"),
-    "format": ("xc", "libsvm", "vw"),
-    "recipe": ("improved", "official", "precursor"),
-    "sparse_first_layer": ("auto", "on", "off"),
-}
+from mach.config import Config, apply_overrides, describe_fields, with_run_name
 
 
 def add_set_flag(parser: argparse.ArgumentParser, help: str, *aliases: str) -> None:
@@ -49,129 +39,100 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", help="where relative data paths are looked up (Config.data_dir)"
     )
+    parser.add_argument(
+        "--help-config", action="store_true", help="list every Config field and exit"
+    )
+    add_verbose_flag(parser)
 
 
-def _type_matches(value, hint) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_matches(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is tuple:
-        return isinstance(value, tuple) and all(
-            _type_matches(v, typing.get_args(hint)[0]) for v in value
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show TensorFlow's own log lines"
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """parser.parse_args, then --help-config (prints the fields, exits) and --verbose."""
+    args = parser.parse_args(argv)
+    if getattr(args, "help_config", False):
+        print(describe_fields())
+        raise SystemExit(0)
+    show_tensorflow_logs(getattr(args, "verbose", False))
+    return args
+
+
+def show_tensorflow_logs(show: bool) -> None:
+    """TensorFlow's C++ and Python log lines on (--verbose) or off; must run before TensorFlow loads."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if show else "3"
+    if not show:
+        # absl's Python logger (TensorFlow's "Sharding callback duration" and the like).
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def add_merge_flags(
+    parser: argparse.ArgumentParser, kinds=("exact", "candidates", "approx"), with_impl=True
+) -> None:
+    """--merge KIND, --merge-buckets M, --min-freq F and --impl, as evaluate.py, export.py and
+    predict.py take them (the older --merge-candidates M, --merge-approx [M] and --merge-impl are
+    still read, with a note)."""
+    parser.add_argument(
+        "--merge",
+        choices=kinds,
+        default=kinds[0],
+        help="which labels are scored: exact (all K), candidates (those of each repetition's top-M "
+        "buckets, scored by all R), approx (the official approx_eval: scored by the repetitions that "
+        f"chose them){'; auto: exact up to 50,000 classes, candidates above' if 'auto' in kinds else ''}",
+    )
+    parser.add_argument(
+        "--merge-buckets",
+        type=int,
+        metavar="M",
+        help="buckets per repetition for candidates/approx "
+        "(default 10 for candidates, 50 for approx)",
+    )
+    parser.add_argument(
+        "--min-freq",
+        type=int,
+        default=2,
+        metavar="F",
+        help="candidates/approx: keep labels found in at least F repetitions, lowered until top_k "
+        "remain (default 2)",
+    )
+    if with_impl:
+        parser.add_argument(
+            "--impl",
+            choices=["compiled", "numpy"],
+            default="compiled",
+            help="the compiled OpenMP kernels (default) or their NumPy specification",
         )
-    return isinstance(value, hint)
+    old = parser.add_argument_group()
+    old.add_argument("--merge-candidates", type=int, help=argparse.SUPPRESS)
+    old.add_argument("--merge-approx", type=int, nargs="?", const=0, help=argparse.SUPPRESS)
+    old.add_argument("--merge-impl", choices=["kernel", "numpy"], help=argparse.SUPPRESS)
 
 
-def _parse_value(text: str, hint):
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text  # a bare word such as loss=bce is a string
-    if typing.get_origin(hint) is tuple and isinstance(value, (int, list)):
-        value = tuple(value) if isinstance(value, list) else (value,)
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and _type_matches(1.0, hint)
-        and not _type_matches(1, hint)
-    ):
-        value = float(value)
-    return value
+def merge_from_args(args: argparse.Namespace):
+    """(mach.merge.Merge or "auto", impl) of add_merge_flags' flags, old spellings included."""
+    from mach.merge import Merge
 
-
-def apply_overrides(cfg, pairs: list[str]):
-    """cfg with each `key=value` applied, values checked against the field types."""
-    hints = typing.get_type_hints(type(cfg))
-    valid = ", ".join(sorted(hints))
-    changes = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ValueError(f"--set {pair!r}: expected KEY=VALUE; valid keys: {valid}")
-        if key not in hints:
-            raise ValueError(f"--set {key}: unknown key; valid keys: {valid}")
-        value = _parse_value(text.strip(), hints[key])
-        if not _type_matches(value, hints[key]):
-            raise ValueError(
-                f"--set {key}={text}: expected a value of type {hints[key]}, got {value!r}; valid keys: {valid}"
-            )
-        changes[key] = value
-    return check_config(dataclasses.replace(cfg, **changes))
-
-
-INT32_MAX = 2**31 - 1  # ids and sizes are hashed as 32-bit integers
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names that become directory names
-
-# (field, test, what is allowed): every numeric field checked once, the message names key and range.
-RANGES = [
-    ("split", lambda v: v >= 1, "a positive integer (1-based split column)"),
-    ("n_features", lambda v: v is None or 1 <= v <= INT32_MAX, f"None or 1..{INT32_MAX}"),
-    ("n_classes", lambda v: v is None or 1 <= v <= INT32_MAX, f"None or 1..{INT32_MAX}"),
-    ("rows_per_shard", lambda v: v >= 1, "a positive integer"),
-    ("valid_fraction", lambda v: 0.0 <= v < 1.0, "0 <= valid_fraction < 1"),
-    ("valid_seed", lambda v: v >= 0, "a non-negative integer"),
-    (
-        "B",
-        lambda v: v is None or 2 <= v <= INT32_MAX,
-        "None (chosen from K) or at least 2 (MACH needs at least 2 buckets)",
-    ),
-    ("R", lambda v: v >= 1, "a positive integer"),
-    ("hash_seed", lambda v: 0 <= v <= INT32_MAX - 10_000, "0..2^31-10001 (seed hash_seed + r)"),
-    ("feat_hash_dim", lambda v: v is None or 1 <= v <= INT32_MAX, "None or a positive integer"),
-    (
-        "hidden",
-        lambda v: all(1 <= w <= 1 << 20 for w in v),
-        "layer widths 1..1048576, e.g. (500, 500)",
-    ),
-    ("dropout", lambda v: 0.0 <= v < 1.0, "0 <= dropout < 1"),
-    ("lr", lambda v: 0.0 < v < float("inf"), "a positive learning rate"),
-    ("adam_epsilon", lambda v: 0.0 < v < float("inf"), "a positive number"),
-    ("batch_size", lambda v: v >= 1, "a positive integer"),
-    ("epochs", lambda v: v is None or v >= 1, "None (chosen from the rows) or a positive integer"),
-    ("seed", lambda v: 0 <= v <= INT32_MAX, "0..2^31-1"),
-    ("shuffle_buffer", lambda v: v >= 1, "a positive integer (1 = no shuffling)"),
-    ("keep_checkpoints", lambda v: v >= 0, "0 (keep every epoch) or a positive integer"),
-    ("checkpoint_interval_s", lambda v: v >= 0, "0 (every epoch) or a number of seconds"),
-    ("top_k", lambda v: v >= 1, "a positive integer"),
-    ("eval_batch_size", lambda v: v >= 1, "a positive integer"),
-    ("eval_group_size", lambda v: v >= 0, "0 (all R at once) or a positive integer"),
-    ("R_per_device", lambda v: v >= 0, "0 (all on one device) or a positive integer"),
-    ("psp_A", lambda v: v > 0, "a positive number"),
-    ("psp_B", lambda v: v > 0, "a positive number"),
-    ("threads", lambda v: v >= 0, "0 (all cores) or a positive integer"),
-    ("gpu_memory_mb", lambda v: v is None or v >= 1, "None (memory growth) or a positive integer"),
-]
-
-
-def check_config(cfg):
-    """cfg, or a ValueError naming the first field out of its range and what is allowed."""
-    for key, allowed in CHOICES.items():
-        if getattr(cfg, key) not in allowed:
-            raise ValueError(f"{key}={getattr(cfg, key)!r}: expected one of {', '.join(allowed)}")
-    for key, ok, allowed in RANGES:
-        if not ok(getattr(cfg, key)):
-            raise ValueError(f"{key}={getattr(cfg, key)!r}: expected {allowed}")
-    for key in ["name", "tag"]:
-        value = getattr(cfg, key)
-        if (value or key == "name") and not SAFE_NAME.match(value):
-            raise ValueError(
-                f"{key}={value!r}: expected letters, digits and . _ + - (it names a directory)"
-            )
-    if not cfg.work_dir:
-        raise ValueError("work_dir='': expected a directory")
-    if None not in (cfg.n_classes, cfg.B) and cfg.B > cfg.n_classes:
-        raise ValueError(
-            f"B={cfg.B} is larger than the number of classes K={cfg.n_classes}: "
-            f"expected 2 <= B <= K (MACH hashes K classes into B < K buckets)"
+    kind, buckets = args.merge, args.merge_buckets
+    if args.merge_candidates is not None:
+        print(
+            "note: --merge-candidates M is now --merge candidates --merge-buckets M",
+            file=sys.stderr,
         )
-    return cfg
+        kind, buckets = "candidates", args.merge_candidates
+    if args.merge_approx is not None:
+        print("note: --merge-approx M is now --merge approx --merge-buckets M", file=sys.stderr)
+        kind, buckets = "approx", args.merge_approx or buckets
+    impl = getattr(args, "impl", "compiled")
+    if args.merge_impl is not None:
+        print("note: --merge-impl is now --impl (kernel is now called compiled)", file=sys.stderr)
+        impl = "compiled" if args.merge_impl == "kernel" else args.merge_impl
+    if kind == "auto":
+        return "auto", impl
+    return Merge(kind, buckets, args.min_freq), impl
 
 
 def parse_ranges(text: str, flag: str) -> list[int]:
@@ -188,24 +149,23 @@ def parse_ranges(text: str, flag: str) -> list[int]:
     return sorted(set(numbers))
 
 
-def preset_or_new(name: str, base, datasets: dict):
-    """The preset called name, or a new dataset of that name on the base config."""
-    return datasets[name] if name in datasets else dataclasses.replace(base, name=name)
-
-
-def config_from_args(args: argparse.Namespace, base, datasets: dict):
-    """The preset named by --dataset (or a new dataset on the base config), with flags applied."""
-    cfg = preset_or_new(args.dataset, base, datasets)
+def config_from_args(args: argparse.Namespace, base: Config, presets: dict[str, Config]) -> Config:
+    """The preset named by --dataset (or a new dataset on the base config) with the flags applied, its
+    run directory named by the model settings that differ from the preset."""
+    preset = presets.get(args.dataset) or dataclasses.replace(base, name=args.dataset)
     pairs = list(args.overrides)
     pairs += [f"work_dir={args.work_dir!r}"] if args.work_dir else []
     pairs += [f"data_dir={args.data_dir!r}"] if args.data_dir else []
-    cfg = apply_overrides(cfg, pairs)
-    if args.dataset not in datasets and cfg.train_file is None and cfg.data_file is None:
+    notes: list[str] = []
+    cfg = apply_overrides(preset, pairs, notes)
+    for note in notes:
+        print(note, file=sys.stderr)
+    if args.dataset not in presets and cfg.train_file is None and cfg.data_file is None:
         raise ValueError(
-            f"unknown dataset {args.dataset!r}: presets are {', '.join(sorted(datasets))}; "
+            f"unknown dataset {args.dataset!r}: presets are {', '.join(sorted(presets))}; "
             "for another dataset pass --set train_file=PATH --set test_file=PATH"
         )
-    return cfg
+    return with_run_name(cfg, preset)
 
 
 def user_error(err: BaseException) -> str | None:

@@ -38,11 +38,11 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-# Leftovers of a process that died while writing: `.NAME.tmp-PID`, `.NAME.old-PID`, `.NAME.replaced-PID`.
-_LEFTOVER = re.compile(r"^\..+\.(tmp|old|replaced)-(\d+)$")
+# Leftovers of a process that died while writing: `.NAME.tmp-PID`, `.NAME.old-PID`.
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -52,14 +52,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(directory: Path) -> list[Path]:
+def remove_dead_leftovers(directory: Path) -> list[Path]:
     """Remove the half-written files and directories that dead processes left in directory."""
     removed = []
     if not directory.is_dir():
         return removed
     for entry in directory.iterdir():
         match = _LEFTOVER.match(entry.name)
-        if match and int(match[2]) != os.getpid() and not _pid_alive(int(match[2])):
+        if match and int(match[2]) != os.getpid() and not pid_alive(int(match[2])):
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
             removed.append(entry)
     return removed

@@ -8,7 +8,6 @@ range at once gives the same buckets, vectorised (K can be 50 million).
 import math
 
 import numpy as np
-from sklearn.utils import murmurhash3_32
 
 # Hash in chunks so that K = 5e7 needs a few hundred MB of temporaries, not several GB.
 _CHUNK = 1 << 22
@@ -20,6 +19,9 @@ def hash_range(n: int, seed: int, modulus: int) -> np.ndarray:
         raise ValueError(
             f"cannot hash {n} ids: murmurhash3_32 keys are int32 (at most 2^31 - 1 ids)"
         )
+    # Imported here: predicting from saved lookups needs no hashing, and scikit-learn is slow to load.
+    from sklearn.utils import murmurhash3_32
+
     out = np.empty(n, dtype=np.int32)
     for start in range(0, n, _CHUNK):
         keys = np.arange(start, min(start + _CHUNK, n), dtype=np.int32)

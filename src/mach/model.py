@@ -121,14 +121,27 @@ class MachNet(tf.Module):
         r: int,
         recipe: str = "improved",
         sparse_first_layer: bool = False,
+        trained: list | None = None,
     ):
+        """trained: [w0, b0, w1, b1, ...] arrays of a trained network (mach.weights) to start from,
+        instead of the initialisation."""
         super().__init__(name=f"mach_r{r:02d}")
         self.sparse_first_layer = sparse_first_layer
         self.dropout, self.dropout_seed = dropout, repetition_seed(seed, r, 7)
         sizes = [input_dim, *hidden, B]
+        if trained is not None and [tuple(a.shape) for a in trained[::2]] != list(
+            zip(sizes[:-1], sizes[1:])
+        ):
+            raise ValueError(
+                f"trained weights of shapes {[tuple(a.shape) for a in trained[::2]]} do not fit a "
+                f"network of sizes {sizes}"
+            )
         self.weights_, self.biases = [], []
         for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w, b = initial_values(fan_in, fan_out, [repetition_seed(seed, r), layer], recipe)
+            if trained is not None:
+                w, b = trained[2 * layer], trained[2 * layer + 1]
+            else:
+                w, b = initial_values(fan_in, fan_out, [repetition_seed(seed, r), layer], recipe)
             self.weights_.append(tf.Variable(w, name=f"w{layer}"))  # [fan_in, fan_out] float32
             self.biases.append(tf.Variable(b, name=f"b{layer}"))  # [fan_out] float32
 
@@ -154,6 +167,10 @@ class MachNet(tf.Module):
 
     def n_params(self) -> int:
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))
+
+    def arrays(self) -> list:
+        """[w0, b0, w1, b1, ...] as NumPy float32 arrays (what mach.weights saves)."""
+        return [v.numpy() for pair in zip(self.weights_, self.biases) for v in pair]
 
 
 def bucket_loss(

@@ -3,30 +3,37 @@
 Repetitions never share anything: each has its own weights, lookup, data order and checkpoint directory.
 Training several in one tf.function only keeps the cores busy; repetition r's data order, initialisation
 and dropout depend on (seed, r, epoch) alone, so grouping does not change its result.
+
+A repetition's directory (ckpt/rNN/) holds config.json (what the model is), TensorFlow checkpoints with
+Adam's state (for resuming; keep_checkpoints of them), weights/epoch-NNN.npz after every epoch (for
+evaluation and prediction; mach.weights) and train.json once it is finished.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import tensorflow as tf
 
+from mach import weights
 from mach.checkpoints import (
     RepetitionLock,
     complete_epochs,
-    remove_stale_temporaries,
+    recover_interrupted_overwrite,
+    remove_epoch_files,
+    remove_unfinished_saves,
     repair_state_file,
 )
-from mach.data import read_rows, rows_to_model_input, tfrecord_files
+from mach.data.prepare import load_lookups
+from mach.data.tfrecords import read_batches, rows_to_model_input, tfrecord_files
 from mach.files import read_json, write_json_atomic
-from mach.identity import check_checkpoint_config, model_identity
+from mach.identity import check_repetition, data_fingerprint, write_repetition_config
 from mach.model import Adam, MachNet, bucket_loss, repetition_seed, use_sparse_first_layer
-from mach.prepare import load_lookups
 
 
 class Repetition:
@@ -34,17 +41,11 @@ class Repetition:
 
     def __init__(self, cfg, r: int):
         self.r = r
+        self.dir = cfg.ckpt_dir(r)  # where its files go; a new directory while --overwrite runs
         self.label_to_bucket, self.feature_to_slot, self.lookup_sha256 = load_lookups(cfg, r)
         sparse = use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim())
         self.model = MachNet(
-            cfg.input_dim(),
-            cfg.hidden,
-            cfg.B,
-            cfg.dropout,
-            cfg.seed,
-            r,
-            cfg.recipe,
-            sparse,
+            cfg.input_dim(), cfg.hidden, cfg.B, cfg.dropout, cfg.seed, r, cfg.recipe, sparse
         )
         self.optimizer = Adam(
             self.model.trainable_variables, cfg.lr, epsilon=cfg.adam_epsilon, lazy=sparse
@@ -54,9 +55,7 @@ class Repetition:
             model=self.model, optimizer=self.optimizer, epoch=self.epoch
         )
         self.manager = None  # made by _start, once the directory is known to be ours
-        self.replace_old = (
-            False  # --overwrite: the old checkpoints go only when the first new one is saved
-        )
+        self.replacing = False  # --overwrite: the old directory goes when the first save is made
         self.last_loss = float("nan")
         self.seconds = 0.0
 
@@ -79,7 +78,7 @@ class Repetition:
         replays the same batches."""
         seeds = [repetition_seed(cfg.seed, self.r, 1000 + e) for e in range(first, last)]
         rows = tf.data.Dataset.from_tensor_slices(tf.constant(seeds, tf.int64)).flat_map(
-            lambda seed: read_rows(
+            lambda seed: read_batches(
                 files, cfg.batch_size, shuffle_seed=seed, shuffle_buffer=cfg.shuffle_buffer
             )
         )
@@ -90,7 +89,7 @@ class Repetition:
         )
 
 
-def _check_room_for_every_epoch(cfg, reps: list[Repetition], log) -> None:
+def _check_room_for_every_checkpoint(cfg, reps: list[Repetition], log) -> None:
     """keep_checkpoints=0 keeps every epoch: refuse up front a run whose checkpoints cannot fit."""
     # A checkpoint holds the weights and Adam's two slots: 3 float32 per parameter.
     need = sum(12 * rep.model.n_params() for rep in reps) * cfg.epochs
@@ -107,58 +106,49 @@ def _check_room_for_every_epoch(cfg, reps: list[Repetition], log) -> None:
 
 def _manager(cfg, rep: Repetition) -> tf.train.CheckpointManager:
     keep = cfg.keep_checkpoints or None  # 0 keeps every epoch
-    return tf.train.CheckpointManager(rep.checkpoint, str(cfg.ckpt_dir(rep.r)), max_to_keep=keep)
+    return tf.train.CheckpointManager(rep.checkpoint, str(rep.dir), max_to_keep=keep)
 
 
-def _write_identity(cfg, rep: Repetition) -> None:
-    write_json_atomic(
-        cfg.ckpt_dir(rep.r) / "config.json",
-        {"identity": model_identity(cfg, rep.lookup_sha256), "config": dataclasses.asdict(cfg)},
-    )
-
-
-def _start(cfg, reps: list[Repetition], resume: bool, overwrite: bool, log) -> None:
-    """Restore, refuse or plan to replace each repetition's checkpoints; nothing is deleted here.
+def _start(cfg, reps: list[Repetition], overwrite: bool, data: str, log) -> None:
+    """Resume or plan to replace each repetition's checkpoints; nothing is deleted here.
 
     All repetitions are checked before any file is written, so a refused run leaves the disk as it was.
     """
     plans = []
     for rep in reps:
-        ckpt_dir = cfg.ckpt_dir(rep.r)
-        epochs = complete_epochs(ckpt_dir)
-        if epochs and not resume and not overwrite:
-            raise ValueError(
-                f"r={rep.r} already has a trained model in {ckpt_dir} (epoch {epochs[-1]}); pass --resume "
-                "to continue it, --overwrite to replace it, or --set tag=NAME to train a variant beside it"
-            )
-        if epochs and resume:
-            if not (ckpt_dir / "config.json").exists():
+        recover_interrupted_overwrite(cfg.ckpt_dir(rep.r), log)
+        epochs = complete_epochs(rep.dir)
+        if epochs and not overwrite:
+            if not (rep.dir / "config.json").exists():
                 raise ValueError(
-                    f"{ckpt_dir} has checkpoints but no config.json, so the model they hold is unknown; "
-                    "restore the file, or retrain with --overwrite"
+                    f"{rep.dir} has checkpoints but no config.json, so the model they hold is "
+                    "unknown; restore the file, or retrain with --overwrite"
                 )
-            check_checkpoint_config(cfg, rep.r, rep.lookup_sha256, "resume")
-        plans.append("resume" if epochs and resume else "replace" if epochs else "fresh")
+            check_repetition(cfg, rep.r, rep.lookup_sha256, data, "resume")
+        plans.append("resume" if epochs and not overwrite else "replace" if epochs else "fresh")
+    resumed = []
     for rep, plan in zip(reps, plans):
-        ckpt_dir = cfg.ckpt_dir(rep.r)
-        remove_stale_temporaries(ckpt_dir)
+        remove_unfinished_saves(rep.dir)
         if plan == "replace":
-            rep.replace_old = True
+            # The new model trains in a directory of its own until its first checkpoint is saved.
+            rep.replacing = True
+            rep.dir = rep.dir.with_name(f".{rep.dir.name}.new-{os.getpid()}")
             log(
-                f"r={rep.r} overwrite: the old checkpoints in {ckpt_dir} go once the new run saves its first checkpoint"
+                f"r={rep.r} overwrite: the old model in {cfg.ckpt_dir(rep.r)} stays until the new "
+                "one saves its first checkpoint"
             )
-            continue
         if plan == "resume":
-            repair_state_file(ckpt_dir, log)
+            latest = repair_state_file(rep.dir, log)
             rep.manager = _manager(cfg, rep)
             _restore(rep, rep.manager.latest_checkpoint)
-            log(
-                f"r={rep.r} resumed_from={rep.manager.latest_checkpoint} epochs_done={int(rep.epoch.numpy())}"
-            )
+            weights.forget_after(rep.dir, latest)
+            resumed.append(f"r{rep.r}:{latest}")
             continue
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        _write_identity(cfg, rep)
+        rep.dir.mkdir(parents=True, exist_ok=True)
+        write_repetition_config(cfg, rep.lookup_sha256, data, rep.dir)
         rep.manager = _manager(cfg, rep)
+    if resumed:
+        log(f"resumed_from_epochs={','.join(resumed)} (the last full checkpoints)")
 
 
 def _restore(rep: Repetition, prefix: str) -> None:
@@ -171,16 +161,23 @@ def _restore(rep: Repetition, prefix: str) -> None:
         ) from None
 
 
-def _replace_old_checkpoints(cfg, rep: Repetition) -> None:
-    """--overwrite: move the old model aside, start the new directory, and drop the old one once saved."""
-    ckpt_dir = cfg.ckpt_dir(rep.r)
-    old = ckpt_dir.with_name(f".{ckpt_dir.name}.replaced-{os.getpid()}")
-    os.replace(ckpt_dir, old)
-    ckpt_dir.mkdir()
-    _write_identity(cfg, rep)
+def _swap_in(cfg, rep: Repetition) -> None:
+    """--overwrite, once the new model has a checkpoint: it replaces the old one, which is then removed.
+
+    A crash between the two renames leaves the old model as .rNN.replaced-PID, which the next run
+    puts back (mach.checkpoints.recover_interrupted_overwrite).
+    """
+    final = cfg.ckpt_dir(rep.r)
+    old = final.with_name(f".{final.name}.replaced-{os.getpid()}")
+    os.replace(final, old)
+    try:
+        os.replace(rep.dir, final)
+    except BaseException:
+        os.replace(old, final)
+        raise
+    shutil.rmtree(old)
+    rep.dir, rep.replacing = final, False
     rep.manager = _manager(cfg, rep)
-    rep.replace_old = False
-    return old
 
 
 def _make_train_step(cfg, reps: list[Repetition]):
@@ -202,27 +199,32 @@ def _make_train_step(cfg, reps: list[Repetition]):
     return train_step
 
 
+def _weights_policy(cfg, reps: list[Repetition], log) -> tuple[str, str]:
+    cfg.run_dir().mkdir(parents=True, exist_ok=True)
+    per_epoch = sum(4 * rep.model.n_params() for rep in reps)
+    policy = weights.keep_policy(
+        cfg.keep_epoch_weights, per_epoch, cfg.epochs, shutil.disk_usage(cfg.run_dir()).free
+    )
+    log(f"epoch_weights={policy[0]} ({policy[1]})")
+    return policy
+
+
 def train_repetitions(
-    cfg, repetitions: list[int], data_manifest: dict, resume: bool, log, overwrite: bool = False
+    cfg, repetitions: list[int], data_manifest: dict, log, overwrite=False
 ) -> list[dict]:
     """Train the given repetitions for cfg.epochs each.  Returns one summary dict per repetition.
 
-    resume: continue from each repetition's last complete epoch (finished ones are left alone);
-    overwrite: replace existing checkpoints (only once the new run has saved its first checkpoint).
-    Without either, a repetition that already has checkpoints is refused.
+    A repetition with checkpoints continues from its last complete epoch (a finished one is left
+    alone); overwrite retrains it, replacing the old model only once the new one has a checkpoint.
     """
     files = tfrecord_files(cfg.tfrecord_dir(), data_manifest["train"])
     rows = data_manifest["train"]["rows"]
     steps_per_epoch = math.ceil(rows / cfg.batch_size)
+    sparse = use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim())
     # Rows without labels stay in the batches with weight 0 in the loss (cheaper than filtering them).
     log(
         f"train_rows={rows} rows_without_labels_weight_0={data_manifest['train']['rows_without_labels']} "
-        f"steps_per_epoch={steps_per_epoch} repetitions={','.join(map(str, repetitions))}"
-    )
-    # On: the first layer reads, and Adam updates, only the rows of the features in each batch.
-    sparse = use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim())
-    log(
-        f"input_dim={cfg.input_dim()} sparse_first_layer={cfg.sparse_first_layer} "
+        f"steps_per_epoch={steps_per_epoch} repetitions={_ranges(repetitions)} run={cfg.run_dir()} "
         f"first_layer_update={'lazy_adam' if sparse else 'dense_adam'}"
     )
     locks = []
@@ -236,16 +238,26 @@ def train_repetitions(
             )
         reps = [Repetition(cfg, r) for r in repetitions]
         if cfg.keep_checkpoints == 0:
-            _check_room_for_every_epoch(cfg, reps, log)
-        _start(cfg, reps, resume, overwrite, log)
+            _check_room_for_every_checkpoint(cfg, reps, log)
+        _start(cfg, reps, overwrite, data_fingerprint(data_manifest), log)
+        policy = _weights_policy(cfg, reps, log)
         finished = [rep for rep in reps if int(rep.epoch.numpy()) >= cfg.epochs]
-        for rep in finished:
-            log(f"r={rep.r} already_trained epochs_done={int(rep.epoch.numpy())}: left as it is")
+        if finished:
+            log(
+                f"already_trained repetitions={_ranges([rep.r for rep in finished])} "
+                f"epochs={cfg.epochs}: left as they are"
+            )
         _train_epochs(
-            cfg, [rep for rep in reps if rep not in finished], files, rows, steps_per_epoch, log
+            cfg,
+            [rep for rep in reps if rep not in finished],
+            files,
+            rows,
+            steps_per_epoch,
+            policy,
+            log,
         )
         return [
-            _saved_summary(cfg, rep, rows) if rep in finished else _finish(cfg, rep, rows)
+            _saved_summary(cfg, rep, rows) if rep in finished else _finish(cfg, rep, rows, policy)
             for rep in reps
         ]
     finally:
@@ -253,7 +265,18 @@ def train_repetitions(
             lock.release()
 
 
-def _train_epochs(cfg, reps, files, rows, steps_per_epoch, log) -> None:
+def _ranges(rs: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2,5'."""
+    parts, start = [], None
+    for i, r in enumerate(rs):
+        start = r if start is None else start
+        if i + 1 == len(rs) or rs[i + 1] != r + 1:
+            parts.append(str(r) if start == r else f"{start}-{r}")
+            start = None
+    return ",".join(parts)
+
+
+def _train_epochs(cfg, reps, files, rows, steps_per_epoch, policy, log) -> None:
     writers = {
         rep.r: tf.summary.create_file_writer(str(cfg.log_dir() / "tensorboard" / f"r{rep.r:02d}"))
         for rep in reps
@@ -275,8 +298,10 @@ def _train_epochs(cfg, reps, files, rows, steps_per_epoch, log) -> None:
             _train_epoch(
                 cfg, active, train_step, batches, epoch, steps_per_epoch, rows, writers, log
             )
-            # Short epochs are not each worth a checkpoint (writing R of them can take longer than
-            # the epoch); the last epoch, and every epoch with keep_checkpoints=0, always is.
+            for rep in active:
+                weights.save_epoch(rep.dir, epoch + 1, rep.model.arrays(), *policy)
+            # Short epochs are not each worth a full checkpoint (writing R of them can take longer
+            # than the epoch); the last epoch, and every epoch with keep_checkpoints=0, always is.
             due = time.time() - last_save >= cfg.checkpoint_interval_s
             if epoch + 1 == cfg.epochs or cfg.keep_checkpoints == 0 or due:
                 for rep in active:
@@ -306,7 +331,7 @@ def _train_epoch(
         raise ValueError(
             f"epoch {epoch + 1} read {rows_seen} training rows but {cfg.tfrecord_dir()} should hold {rows}: "
             f"a TFRecord shard is damaged; re-run `python preprocess.py --dataset {cfg.name}` (it rewrites "
-            "damaged shards), then train again with --resume"
+            "damaged shards), then train again"
         )
     mean_losses = (total / steps_per_epoch).numpy()
     for rep, loss in zip(active, mean_losses):
@@ -315,34 +340,40 @@ def _train_epoch(
         with writers[rep.r].as_default():
             tf.summary.scalar("loss", loss, step=epoch + 1)
             tf.summary.scalar("examples_per_s", rows / seconds, step=epoch + 1)
-        # ex_per_s is per repetition, as in TensorBoard; ex_per_s_all sums the repetitions trained together.
-        log(
-            f"r={rep.r} epoch={epoch + 1} loss={loss:.5f} ex_per_s={rows / seconds:.0f} "
-            f"ex_per_s_all={rows * len(active) / seconds:.0f} seconds={seconds:.2f}"
-        )
+    # One line for all repetitions of this process (train.sh --status shows the last one): the
+    # mean loss, rows per second per repetition and for all of them together.
+    log(
+        f"epoch={epoch + 1}/{cfg.epochs} loss={mean_losses.mean():.5f} ex_per_s={rows / seconds:.0f} "
+        f"ex_per_s_all={rows * len(active) / seconds:.0f} seconds={seconds:.2f} "
+        f"repetitions={_ranges([rep.r for rep in active])}"
+    )
 
 
 def _save(cfg, rep: Repetition, epoch: int) -> None:
-    old = _replace_old_checkpoints(cfg, rep) if rep.replace_old else None
+    """A full checkpoint after `epoch`; a failed save (a full disk) leaves none of its files."""
     try:
         rep.manager.save(checkpoint_number=epoch + 1)
     except BaseException:
-        remove_stale_temporaries(cfg.ckpt_dir(rep.r))  # e.g. a full disk: no ckpt-N_temp/ left
+        remove_epoch_files(rep.dir, epoch + 1)
+        remove_unfinished_saves(rep.dir)
+        if rep.replacing:
+            shutil.rmtree(rep.dir, ignore_errors=True)  # the old model stays as it was
         raise
-    if old is not None:
-        shutil.rmtree(old)
+    if rep.replacing:
+        _swap_in(cfg, rep)
 
 
 def _saved_summary(cfg, rep: Repetition, rows: int) -> dict:
     """A finished repetition's train.json as written when it finished (rebuilt if missing)."""
-    path = cfg.ckpt_dir(rep.r) / "train.json"
     try:
-        return read_json(path)
+        return read_json(rep.dir / "train.json")
     except (OSError, ValueError):
-        return _finish(cfg, rep, rows)
+        return _finish(cfg, rep, rows, None)
 
 
-def _finish(cfg, rep: Repetition, rows: int) -> dict:
+def _finish(cfg, rep: Repetition, rows: int, policy) -> dict:
+    from mach.devices import peak_memory
+
     summary = {
         "r": rep.r,
         "epochs": int(rep.epoch.numpy()),
@@ -350,7 +381,10 @@ def _finish(cfg, rep: Repetition, rows: int) -> dict:
         "wall_s": round(rep.seconds, 3),
         "params": rep.model.n_params(),
         "train_rows": rows,
-        "checkpoint": rep.manager.latest_checkpoint,
+        "checkpoint": Path(rep.manager.latest_checkpoint).name,
+        "epoch_weights": weights.saved_epochs(rep.dir),
+        "epoch_weights_policy": None if policy is None else policy[1],
+        **peak_memory(),
     }
-    write_json_atomic(cfg.ckpt_dir(rep.r) / "train.json", summary)
+    write_json_atomic(rep.dir / "train.json", summary)
     return summary

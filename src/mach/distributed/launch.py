@@ -1,11 +1,11 @@
 """Train and evaluate MACH repetitions as Ray tasks on a cluster: train.sh's jobs, on many machines.
 
     ./train.sh --dataset amazon3m --ray auto --per-gpu 2 --wait      # on any node of the cluster
-    python -m mach.ray_launch --ray auto --dataset amazon3m --status   # or --logs, --wait, --stop
+    python -m mach.distributed.launch --ray auto --dataset amazon3m --status   # or --logs, --wait, --stop
     python evaluate.py --dataset amazon3m --ray auto --set eval_group_size=4
 
 Training: one task per block of repetitions (--block, default 1), each in a fresh process calling
-train_repetitions with resume=True, so a task that Ray runs again after its process or node died
+train_repetitions, so a task that Ray runs again after its process or node died
 (--retries) continues from its last complete epoch; finished repetitions are not launched at all.
 A detached actor `mach-<dataset>-<id>` (namespace "mach") owns the tasks, so they outlive the
 command that launched them, and --stop kills it and with it every task. Each job logs to
@@ -13,15 +13,9 @@ command that launched them, and --stop kills it and with it every task. Each job
 in jobs/.
 
 Storage: every node reads the TFRecords and lookups and writes the checkpoints at the same paths,
-so the work directory must be on a file system that all nodes mount at the same place. Before a
-launch, a probe on every node reads each input, writes a file in each output directory and reads
-back a token the launch wrote; the launch stops, naming the node, when one cannot (or sees a copy
-of its own).
-
-Evaluation: one actor per repetition group (eval_group_size) loads its models once and returns
-its [rows, g, B] logits one test batch at a time; the driver joins the groups' chunks into
-[rows, R, B] and merges them with evaluation.merge_blocks. It asks for the next chunk before
-merging the current one, so it holds one chunk while the next one waits in Ray's object store.
+so the work directory must be on a file system that all nodes mount at the same place; a probe
+checks this on every node before a launch (mach.distributed.storage). Evaluation on the cluster:
+mach.distributed.evaluation.
 """
 
 from __future__ import annotations
@@ -30,7 +24,6 @@ import argparse
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import secrets
 import socket
@@ -39,14 +32,26 @@ import sys
 import time
 from pathlib import Path
 
-from mach.cli import add_config_flags, check_config, config_from_args, run_main, setup_logging
+from mach.cli import (
+    add_config_flags,
+    config_from_args,
+    run_main,
+    setup_logging,
+    show_tensorflow_logs,
+)
+from mach.distributed.storage import (
+    PROBE_TIMEOUT_S,
+    check_nodes,
+    job_dir,
+    storage_plan,
+    storage_problems,
+)
+from mach.presets import CLONE, load_presets
 
-REPO = Path(__file__).resolve().parents[2]  # the clone: config.py and the entry scripts
 NAMESPACE = "mach"
 CONNECT_TIMEOUT_S = 10  # a head that accepts no TCP connection in this time is unreachable
-PROBE_TIMEOUT_S = 120  # each node's storage check, its worker process start included
-EVAL_START_TIMEOUT_S = 600  # for the cluster to find room for every evaluation group at once
 POLL_S = 2  # --wait looks at the launch this often, as train.sh does
+STOP_TIMEOUT_S = 30  # --stop waits this long for the tasks it killed to end
 
 
 def import_ray():
@@ -95,26 +100,11 @@ def connect(address: str):
     return ray
 
 
-def _config_module():
-    """The repository's config.py, beside src/ (an editable install: pip install -e .)."""
-    if not (REPO / "config.py").is_file():
-        raise ImportError(
-            f"config.py not found in {REPO}: install mach from a clone with `pip install -e .[ray]`"
-        )
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import config
-
-    return config
-
-
 def config_from_dict(values: dict):
-    """A Config rebuilt on a node from dataclasses.asdict (tasks get plain dicts, not the class)."""
-    return _config_module().Config(**values)
+    """A Config rebuilt on a node from its dict (tasks get plain dicts, not the class)."""
+    from mach.config import from_dict
 
-
-def job_dir(cfg) -> Path:
-    return cfg.dataset_dir() / "ray-jobs"
+    return from_dict(values)
 
 
 def launch_name(cfg) -> str:
@@ -136,127 +126,6 @@ def cut_blocks(repetitions: list[int], size: int) -> list[list[int]]:
         else:
             runs.append([r])
     return [run[i : i + size] for run in runs for i in range(0, len(run), size)]
-
-
-def code_fingerprint() -> str:
-    """sha256 of config.py and this package's Python files on this node."""
-    digest = hashlib.sha256()
-    for path in [REPO / "config.py", *sorted(Path(__file__).parent.glob("*.py"))]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def storage_plan(cfg, data_manifest: dict, R: int, token: str) -> dict:
-    """What every node must read (path, expected size or None) and write; the launch's token."""
-    tf_dir = cfg.tfrecord_dir()
-    reads = [(str(tf_dir / "manifest.json"), None), (str(tf_dir / "train_label_counts.npy"), None)]
-    for split in ["train", "test"]:
-        sizes = data_manifest[split].get("sizes", {})
-        reads += [(str(tf_dir / name), sizes.get(name)) for name in data_manifest[split]["shards"]]
-    reads.append((str(cfg.lookup_dir() / "manifest.json"), None))
-    for r in range(R):
-        reads += [(str(cfg.label_lookup_path(r)), None), (str(cfg.inverse_lookup_path(r)), None)]
-        if cfg.feat_hash_dim is not None:
-            reads.append((str(cfg.feature_lookup_path(r)), None))
-    writes = [str(cfg.run_dir() / "ckpt"), str(cfg.log_dir()), str(job_dir(cfg))]
-    return {
-        "reads": reads,
-        "writes": writes,
-        "token_file": str(job_dir(cfg) / "launch.token"),
-        "token": token,
-    }
-
-
-def storage_problems(plan: dict) -> list[str]:
-    """What this node cannot do with the shared storage of the plan (empty: nothing)."""
-    problems = []
-    for path, size in plan["reads"]:
-        try:
-            with open(path, "rb") as f:
-                f.read(1)
-                found = os.fstat(f.fileno()).st_size
-        except OSError as err:
-            problems.append(f"cannot read {path} ({err.strerror})")
-            continue
-        if size is not None and found != size:
-            problems.append(f"{path} has {found} bytes, not {size}")
-    try:
-        seen = Path(plan["token_file"]).read_text()
-    except OSError:
-        seen = None
-    if seen != plan["token"]:
-        problems.append(
-            f"sees {'no' if seen is None else 'another'} launch token in {plan['token_file']}: "
-            "that directory is not the shared one here"
-        )
-    for directory in plan["writes"]:
-        probe = Path(directory) / f".probe-{socket.gethostname()}-{os.getpid()}"
-        try:
-            probe.write_text(plan["token"])
-            probe.unlink()
-        except OSError as err:
-            problems.append(f"cannot write in {directory} ({err.strerror})")
-    return problems
-
-
-def probe_node(plan: dict, fingerprint: str) -> dict:
-    """Ray task on one node: its host name and its storage or code problems."""
-    problems = storage_problems(plan)
-    if code_fingerprint() != fingerprint:
-        problems.append(
-            f"runs other code ({REPO}: config.py or src/mach differ from the launching node's); "
-            "install the same commit on every node"
-        )
-    return {"host": socket.gethostname(), "problems": problems}
-
-
-def check_nodes(ray, plan: dict) -> list[str]:
-    """Probe every alive node; a ValueError naming each node that cannot use the storage."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    nodes = [node for node in ray.nodes() if node["Alive"]]
-    probe = ray.remote(num_cpus=0, max_retries=0)(probe_node)
-    refs = {
-        probe.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
-        ).remote(plan, code_fingerprint()): node
-        for node in nodes
-    }
-    ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
-    failures = [
-        f"node {refs[ref]['NodeManagerAddress']}: no answer within {PROBE_TIMEOUT_S} s"
-        for ref in late
-    ]
-    for ref in ready:
-        where = f"node {refs[ref]['NodeManagerAddress']}"
-        try:
-            found = ray.get(ref)
-        except ray.exceptions.RayError as err:
-            cause = getattr(err, "cause", None) or err
-            failures.append(
-                f"{where}: the check could not run ({type(cause).__name__}: "
-                f"{str(cause).splitlines()[0][:200]}); install this repository there with "
-                "`pip install -e .[ray]`"
-            )
-            continue
-        if found["problems"]:
-            shown = found["problems"][:3]
-            more = len(found["problems"]) - len(shown)
-            failures.append(
-                f"{where} (host {found['host']}): "
-                + "; ".join(shown)
-                + (f"; and {more} more" if more else "")
-            )
-    if failures:
-        raise ValueError(
-            "nothing was launched: these nodes of the Ray cluster cannot use the shared storage\n  "
-            + "\n  ".join(failures)
-            + f"\nEvery node reads the TFRecords and lookups and writes checkpoints and logs under "
-            f"{Path(plan['token_file']).parents[1]}: mount that directory at the same path on "
-            "every node (NFS, a mounted bucket), or take the node out of the cluster (`ray stop` "
-            "on it)"
-        )
-    return sorted(str(node["NodeManagerAddress"]) for node in nodes)
 
 
 def _log_to(path: Path) -> None:
@@ -286,6 +155,7 @@ def train_block(cfg_values: dict, rs: list[int], overwrite: bool, plan: dict) ->
     cfg = config_from_dict(cfg_values)
     jobs = job_dir(cfg)
     _log_to(jobs / f"{job_name(rs)}.log")
+    show_tensorflow_logs(False)  # the job's log holds its own lines only, as train.py's does
     log = setup_logging().info
     attempt = _count_attempt(jobs / f"{job_name(rs)}.attempts")
     log(
@@ -302,12 +172,12 @@ def _train_block(cfg, rs, overwrite, plan, log) -> int:
         raise ValueError(
             f"host {socket.gethostname()} cannot use the shared storage: {problems[0]}"
         )
+    from mach.data.prepare import load_data_manifest, with_data_sizes
     from mach.devices import configure_devices
-    from mach.prepare import load_data_manifest, with_data_sizes
     from mach.training import train_repetitions
 
     data_manifest = load_data_manifest(cfg)
-    cfg = check_config(with_data_sizes(cfg, data_manifest))
+    cfg = with_data_sizes(cfg, data_manifest)
     configure_devices(cfg, log)
     # --overwrite: a retry resumes once this launch has replaced the block's checkpoints (their
     # config.json newer than the launch token, both stamped by one storage), else replaces again.
@@ -318,9 +188,8 @@ def _train_block(cfg, rs, overwrite, plan, log) -> int:
         for r in rs
     )
     overwrite = overwrite and not replaced
-    summaries = train_repetitions(cfg, rs, data_manifest, not overwrite, log, overwrite=overwrite)
-    for s in summaries:
-        log(f"done r={s['r']} epochs={s['epochs']} final_loss={s['final_loss']:.5f}")
+    summaries = train_repetitions(cfg, rs, data_manifest, log, overwrite=overwrite)
+    log(f"done repetitions={','.join(str(s['r']) for s in summaries)} epochs={cfg.epochs}")
     return 0
 
 
@@ -328,10 +197,22 @@ class Supervisor:
     """Detached actor that owns one launch's tasks and records each job's exit code."""
 
     def __init__(self):
-        self.running = False
+        self.running = self.stopping = False
+        self.pending = []
 
     def has_started(self) -> bool:
         return self.running
+
+    def cancel(self, timeout_s: float) -> int:
+        """Kill the launch's tasks and wait until they are gone (stop's first step); their count."""
+        import ray
+
+        self.stopping = True
+        refs = list(self.pending)
+        for ref in refs:
+            ray.cancel(ref, force=True)  # a cancelled task is not retried
+        ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        return len(refs)
 
     def run(self, cfg_values: dict, blocks, overwrite: bool, plan: dict, resources: dict, retries):
         import ray
@@ -351,9 +232,11 @@ class Supervisor:
                 **resources,
             ).remote(cfg_values, rs, overwrite, plan)
             names[ref] = job_name(rs)
-        pending = list(names)
-        while pending:
-            (done,), pending = ray.wait(pending, num_returns=1)
+        self.pending = list(names)
+        while self.pending:
+            (done,), self.pending = ray.wait(self.pending, num_returns=1)
+            if self.stopping:
+                continue  # stopped: the jobs end without an exit code, as their status says
             try:
                 code, note = ray.get(done), None
             except ray.exceptions.RayTaskError as err:
@@ -382,6 +265,8 @@ def supervisor(ray, cfg):
 def report(cfg, running: bool) -> int:
     """train.sh's report: one line per job; 1 when a job failed."""
     jobs, failed = job_dir(cfg), []
+    if not list(jobs.glob("*.job")):
+        print(f"no jobs of {cfg.name} in {cfg.work_dir} (nothing launched there on Ray)")
     for job in sorted(jobs.glob("*.job")):
         name, log = job.stem, jobs / f"{job.stem}.log"
         exit_file = jobs / f"{name}.exit"
@@ -393,7 +278,8 @@ def report(cfg, running: bool) -> int:
             print(f"{name} FAILED exit={code} (log: {log})")
         elif running and (jobs / f"{name}.attempts").exists():
             lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-            print(f"{name} running: {lines[-1] if lines else ''}")
+            epochs = [line for line in lines if line.startswith("epoch=")]
+            print(f"{name} running: {epochs[-1] if epochs else 'starting'}")
             continue
         elif running:
             print(f"{name} waiting for a free slot on the cluster")
@@ -427,7 +313,12 @@ def stop(ray, cfg) -> int:
     if actor is None:
         print(f"no Ray launch of {cfg.name} is running ({launch_name(cfg)})")
         return 0
-    ray.kill(actor, no_restart=True)  # its tasks die with their owner
+    try:
+        # The tasks are killed first and waited for, so none writes after --stop returns.
+        ray.get(actor.cancel.remote(STOP_TIMEOUT_S), timeout=STOP_TIMEOUT_S + 10)
+    except (ray.exceptions.RayError, TimeoutError):
+        pass  # the actor is gone or stuck: killing it below ends its tasks too
+    ray.kill(actor, no_restart=True)
     for _ in range(30):
         if supervisor(ray, cfg) is None:
             break
@@ -441,17 +332,18 @@ def unfinished(cfg, R: int, overwrite: bool, log) -> list[int]:
     if overwrite:
         return list(range(R))
     from mach.checkpoints import complete_epochs
-    from mach.identity import check_checkpoint_config
-    from mach.prepare import load_lookups
+    from mach.data.prepare import load_data_manifest, load_lookups
+    from mach.identity import check_repetition, data_fingerprint
 
+    data = data_fingerprint(load_data_manifest(cfg))
     todo = []
     for r in range(R):
         epochs = complete_epochs(cfg.ckpt_dir(r))
         if epochs:
-            # A model of another config is refused now, as train.py --resume would refuse it.
-            check_checkpoint_config(cfg, r, load_lookups(cfg, r)[2], "resume")
+            # A model of another config is refused now, as train.py would refuse to resume it.
+            check_repetition(cfg, r, load_lookups(cfg, r)[2], data, "resume")
         if epochs and epochs[-1] >= cfg.epochs:
-            log(f"r={r} already_trained epochs_done={epochs[-1]}: not launched")
+            log(f"already_trained repetition={r} epochs={epochs[-1]}: not launched")
         else:
             todo.append(r)
     return todo
@@ -467,15 +359,15 @@ def launch(ray, args, cfg, extra: list[str], threads_set: bool, log) -> int:
             "--logs, --wait or --stop"
         )
     # Preprocess once here (a no-op when up to date), as train.sh does, before any task starts.
-    cmd = [sys.executable, str(REPO / "preprocess.py"), "--dataset", args.dataset]
+    cmd = [sys.executable, str(CLONE / "preprocess.py"), "--dataset", args.dataset]
     cmd += ["--work-dir", cfg.work_dir, "--set", f"R={cfg.R}", *extra]
     done = subprocess.run(cmd)
     if done.returncode != 0:
         return done.returncode
-    from mach.prepare import load_data_manifest, with_data_sizes
+    from mach.data.prepare import load_data_manifest, with_data_sizes
 
     data_manifest = load_data_manifest(cfg)
-    cfg_sized = check_config(with_data_sizes(cfg, data_manifest))
+    cfg_sized = with_data_sizes(cfg, data_manifest)
     plan = storage_plan(cfg_sized, data_manifest, cfg.R, secrets.token_hex(16))
     for directory in plan["writes"]:
         Path(directory).mkdir(parents=True, exist_ok=True)
@@ -520,7 +412,8 @@ def launch(ray, args, cfg, extra: list[str], threads_set: bool, log) -> int:
             f"device={device} retries={args.retries} log={jobs / job_name(rs)}.log"
         )
     if not args.wait:
-        print(f"follow with: ./train.sh --dataset {cfg.name} --ray {args.ray} --status (or --wait)")
+        same = f"--dataset {cfg.name} --work-dir {cfg.work_dir} --ray {args.ray}"
+        print(f"follow with: {CLONE / 'train.sh'} {same} --status (or --wait, --logs, --stop)")
         return 0
     return wait_and_report(ray, cfg)
 
@@ -542,7 +435,7 @@ def main(argv=None) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
     own, extra = argv[:cut], argv[cut + 1 :]
     parser = argparse.ArgumentParser(
-        prog="python -m mach.ray_launch",
+        prog="python -m mach.distributed.launch",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="After --: --set KEY=VALUE and --data-dir, passed to preprocess and training.",
@@ -585,11 +478,11 @@ def _run(args, extra: list[str], log) -> int:
             f"--gpus {args.gpus}: Ray gives each task its GPU share itself; use --per-gpu N, "
             "or --gpus none for CPU tasks"
         )
-    config = _config_module()
+    base, presets = load_presets()
     flags = argparse.ArgumentParser(prog="train.sh ... --", add_help=False)
     add_config_flags(flags)
     passed = flags.parse_args(["--dataset", args.dataset, "--work-dir", args.work_dir, *extra])
-    launch_R = job_dir(config_from_args(passed, config.BASE, config.DATASETS)) / "launch.R"
+    launch_R = job_dir(config_from_args(passed, base, presets)) / "launch.R"
     R = args.R
     if R is None and launch_R.is_file() and not (args.status or args.stop or args.logs):
         R = int(launch_R.read_text())
@@ -597,7 +490,7 @@ def _run(args, extra: list[str], log) -> int:
     # The same order as train.sh: its settings first, then the flags after --, which win.
     ours = ([f"R={R}"] if R else []) + ([f"gpu_memory_mb={args.gpu_mem}"] if args.gpu_mem else [])
     passed.overrides = [*ours, *passed.overrides]
-    cfg = config_from_args(passed, config.BASE, config.DATASETS)
+    cfg = config_from_args(passed, base, presets)
     # Paths go to other machines: absolute, as every node sees them.
     cfg = dataclasses.replace(
         cfg,
@@ -608,145 +501,11 @@ def _run(args, extra: list[str], log) -> int:
         return show_logs(cfg, args.logs)
     ray = connect(args.ray)
     if args.status:
-        report(cfg, running=supervisor(ray, cfg) is not None)
-        return 0
+        return report(cfg, running=supervisor(ray, cfg) is not None)
     if args.stop:
         return stop(ray, cfg)
     threads_set = any(pair.partition("=")[0].strip() == "threads" for pair in passed.overrides)
     return launch(ray, args, cfg, extra, threads_set, log)
-
-
-def predict_on_ray(
-    cfg,
-    R: int,
-    files: list[str],
-    R_values: list[int],
-    impl: str,
-    log,
-    candidates: tuple[int, int] | None = None,
-    approx: tuple[int, int] | None = None,
-    epoch: int | None = None,
-    n_rows: int | None = None,
-    *,
-    address: str,
-) -> dict:
-    """evaluation.predict_grouped on the Ray cluster at address: one actor per group, the chunks
-    merged here (n_rows: unused, nothing is spilled). Returns predict_grouped's dict."""
-    import numpy as np
-
-    from mach.evaluation import merge_blocks, repetition_groups
-
-    ray = connect(address)
-    cfg = dataclasses.replace(
-        cfg, work_dir=str(Path(cfg.work_dir).resolve()), data_dir=str(Path(cfg.data_dir).resolve())
-    )
-    files = [str(Path(f).resolve()) for f in files]
-    groups = [list(rs) for rs in repetition_groups(R, cfg.eval_group_size)]
-    have = ray.cluster_resources()
-    if have.get("GPU", 0) > 0:
-        per_group = {"num_cpus": 1, "num_gpus": math.ceil(len(groups[0]) / (cfg.R_per_device or R))}
-    else:
-        per_group = {"num_cpus": 1, "num_gpus": 0}
-    for key, ray_key in [("num_cpus", "CPU"), ("num_gpus", "GPU")]:
-        need = per_group[key] * len(groups)
-        if need > have.get(ray_key, 0):
-            raise ValueError(
-                f"evaluating through Ray holds all {len(groups)} groups of eval_group_size="
-                f"{cfg.eval_group_size} at once, {per_group[key]} {ray_key} each, but the cluster "
-                f"has {have.get(ray_key, 0):g} {ray_key}: raise eval_group_size (fewer, larger "
-                "groups) or add nodes"
-            )
-    Forward = ray.remote(max_restarts=0)(GroupForward)
-    actors = [Forward.options(**per_group).remote() for _ in groups]
-    try:
-        loads = [
-            a.load.remote(dataclasses.asdict(cfg), rs, epoch, files)
-            for a, rs in zip(actors, groups)
-        ]
-        ready, _ = ray.wait(loads, num_returns=len(loads), timeout=EVAL_START_TIMEOUT_S)
-        if len(ready) < len(loads):
-            raise ValueError(
-                f"the cluster found no room for all {len(groups)} evaluation groups within "
-                f"{EVAL_START_TIMEOUT_S} s ({per_group} each); is training still running? "
-                "(train.sh --ray ... --status)"
-            )
-        infos = _get(ray, loads)
-        for info in infos:
-            for message in info["messages"]:
-                log(f"node={info['ip']} {message}")
-        # [R, K] int32, the groups' lookups in r order
-        label_to_bucket = np.concatenate([info["label_to_bucket"] for info in infos])
-        true_labels: list = []
-
-        def blocks():
-            # The next chunk is asked for before this one is merged: forward and merge overlap.
-            asked = [a.next_chunk.remote(j == 0) for j, a in enumerate(actors)]
-            while True:
-                chunks = _get(ray, asked)
-                if chunks[0] is None:
-                    return
-                asked = [a.next_chunk.remote(j == 0) for j, a in enumerate(actors)]
-                true_labels.extend(chunks[0][1])
-                yield np.concatenate([c[0] for c in chunks], axis=1)  # [batch, R, B] float32
-
-        out = merge_blocks(cfg, blocks(), label_to_bucket, R_values, impl, log, candidates, approx)
-    finally:
-        for actor in actors:
-            ray.kill(actor)
-    return {
-        **out,
-        "true_labels": true_labels,
-        "n_params": sum(info["n_params"] for info in infos),
-        "devices": [f"{info['ip']}:{d}" for info in infos for d in info["devices"]],
-        "groups": len(groups),
-    }
-
-
-def _get(ray, refs):
-    """ray.get; a user error raised in an actor is raised here as itself (no remote traceback)."""
-    try:
-        return ray.get(refs)
-    except ray.exceptions.RayTaskError as err:
-        if isinstance(err.cause, (ValueError, FileNotFoundError, ImportError)):
-            raise type(err.cause)(f"on a Ray node: {err.cause}") from None
-        raise
-
-
-class GroupForward:
-    """Ray actor: the models of one repetition group and an iterator over the test rows."""
-
-    def load(self, cfg_values: dict, rs: list[int], epoch: int | None, files: list[str]) -> dict:
-        import numpy as np
-        import ray
-
-        from mach import devices, evaluation
-        from mach.data import read_rows
-
-        self.cfg = cfg = config_from_dict(cfg_values)
-        messages: list[str] = []
-        devices.configure_devices(cfg, messages.append)
-        placed = devices.placement_devices()
-        devices.check_placement(len(rs), placed, cfg.R_per_device)
-        reps = evaluation.load_repetitions(cfg, rs, messages.append, epoch, placed)
-        self.forward = evaluation.make_forward(cfg, reps)
-        self.batches = iter(read_rows(files, cfg.eval_batch_size))
-        used = placed[: 1 if cfg.R_per_device == 0 else -(-len(rs) // cfg.R_per_device)]
-        return {
-            "ip": ray.util.get_node_ip_address(),
-            "messages": messages,
-            "label_to_bucket": np.stack([rep.label_to_bucket for rep in reps]),  # [g, K] int32
-            "n_params": sum(rep.model.n_params() for rep in reps),
-            "devices": used,
-        }
-
-    def next_chunk(self, with_labels: bool):
-        """(logits [batch, g, B] float32, labels or None) of the next test batch; None at end."""
-        from mach.evaluation import row_labels
-
-        parsed = next(self.batches, None)
-        if parsed is None:
-            return None
-        return self.forward(parsed).numpy(), (row_labels(parsed) if with_labels else None)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def rows_to_model_input(
     return inputs, targets
 
 
-def read_rows(
+def read_batches(
     files: list[str], batch_size: int, *, shuffle_seed: int | None = None, shuffle_buffer: int = 0
 ) -> tf.data.Dataset:
     """Batches of parsed rows.  With a shuffle seed, rows (not batches) are shuffled before batching."""

@@ -1,25 +1,26 @@
-"""Exact merge vs candidate merge vs approx_eval (the official code's) on the same trained model.
+"""The merge kinds side by side on one trained model: exact, candidates and approx (the official approx_eval).
 
-    python bench/approx_bench.py --dataset delicious --approx 50:2,20:2,10:1 --candidates 10:2
+    python bench/merge_kinds_bench.py --dataset delicious --candidates 5:2,10:2 --approx 50:2,10:1
+    python bench/merge_kinds_bench.py --dataset synth1m --work-dir work/scale --set B=10000 ...
 
-Takes the same --dataset/--set/--work-dir flags as evaluate.py (any trained work dir). The test rows'
-logits are computed once; every merge then runs on the same [rows, R, B] array in eval_batch_size calls,
-alternating over --repeats rounds (the best round counts). Reports samples/s, P@1/3/5 and agreement with
-the exact merge: the share of rows whose top-1 and whole ordered top-5 equal it, and the mean share of
-the exact top-5 that each merge also returns. approx_eval runs as its NumPy spec (it has no kernel); the
-other two use the compiled kernel. m is capped at B, min_freq at R.
+Takes the same --dataset/--set/--work-dir flags as evaluate.py (any trained run). The test rows' logits
+are computed once; every merge then runs on the same [rows, R, B] array in eval_batch_size calls,
+alternating over --repeats rounds (the best round counts), so load from other jobs hits them alike.
+Reports samples/s, P@1/3/5 and agreement with the exact merge: the share of rows whose top-1 and whole
+ordered top-5 equal it, and the mean share of the exact top-5 each merge also returns. approx runs as
+its NumPy spec (it has no kernel); the others use the compiled kernels. m is capped at B, min_freq at R.
 """
 
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-import common  # noqa: F401  (puts the repository root on sys.path, for config)
 import numpy as np
 
-import config
 from mach.cli import add_config_flags, config_from_args, setup_logging
+from mach.presets import load_presets
 
 
 def settings(text: str, B: int, R: int) -> list[tuple[int, int]]:
@@ -28,44 +29,49 @@ def settings(text: str, B: int, R: int) -> list[tuple[int, int]]:
     return [(min(m, B), min(f, R)) for m, f in pairs]
 
 
+def timed_merge(merge, logits: np.ndarray, batch: int) -> tuple[np.ndarray, float]:
+    """Top-k labels of all rows, merged batch rows per call as evaluate.py does, and the seconds taken."""
+    start = time.perf_counter()
+    labels = np.concatenate([merge(logits[i : i + batch])[0] for i in range(0, len(logits), batch)])
+    return labels, time.perf_counter() - start
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_config_flags(parser)
-    parser.add_argument("--approx", default="50:2,20:2,10:2,10:1", help="m:min_freq settings")
-    parser.add_argument("--candidates", default="10:2", help="m:min_freq of the candidate merge")
+    parser.add_argument("--candidates", default="10:2", help="m:min_freq settings of candidates")
+    parser.add_argument("--approx", default="50:2,20:2,10:2,10:1", help="m:min_freq of approx")
     parser.add_argument("--rows", type=int, default=0, help="test rows merged (0 = all)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds; each merge's best counts")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     log = setup_logging().info
-    cfg = config_from_args(args, config.BASE, config.DATASETS)
-
-    from candidate_bench import timed_merge
+    cfg = config_from_args(args, *load_presets())
 
     from mach import devices, evaluation, metrics
+    from mach.data.prepare import load_data_manifest, load_inverse_lookups, with_data_sizes
+    from mach.identity import data_fingerprint
     from mach.merge import merge_approx_numpy, merge_candidates, merge_topk
-    from mach.prepare import load_data_manifest, with_data_sizes
 
     cfg = with_data_sizes(cfg, data_manifest := load_data_manifest(cfg))
     devices.configure_devices(cfg, log)
-    reps = evaluation.load_trained(cfg, cfg.R, log)
+    data = data_fingerprint(data_manifest)
+    reps = evaluation.load_repetitions(cfg, range(cfg.R), cfg.epochs, data, log)
     rows = args.rows or data_manifest["test"]["rows"]
-    logits, true_labels = evaluation.forward_rows(
-        cfg, reps, evaluation.test_files(cfg, data_manifest), rows
-    )
+    logits, true_labels = evaluation.collect_logits(cfg, reps, data_manifest, rows)
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
-    inverse = evaluation.load_inverse_lookups(cfg, label_to_bucket)
+    inverse = load_inverse_lookups(cfg, label_to_bucket)
     k = max(5, cfg.top_k)
 
     merges = {"exact": lambda x: merge_topk(x, label_to_bucket, k, cfg.threads)}
     for m, f in settings(args.candidates, cfg.B, cfg.R):
-        merges[f"candidates m={m} min_freq={f}"] = lambda x, m=m, f=f: (
+        merges[f"candidates-m{m}-f{f}"] = lambda x, m=m, f=f: (
             merge_candidates(x, label_to_bucket, *inverse, k, m, f, cfg.threads)
         )
     for m, f in settings(args.approx, cfg.B, cfg.R):
-        merges[f"approx_eval m={m} min_freq={f}"] = lambda x, m=m, f=f: (
+        merges[f"approx-m{m}-f{f}"] = lambda x, m=m, f=f: (
             merge_approx_numpy(x, label_to_bucket, *inverse, k, m, f)
         )
     seconds = {name: float("inf") for name in merges}

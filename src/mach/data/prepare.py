@@ -16,17 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mach import hashing
-from mach.files import (
-    read_json_checked,
-    remove_stale_temporaries,
-    replace_dir,
-    save_npy_atomic,
-    save_npz_atomic,
-    sha256_file,
-    write_json_atomic,
-)
-from mach.progress import Progress
-from mach.xcformat import (
+from mach.data.formats import (
     DataFormatError,
     count_rows,
     iter_rows,
@@ -35,6 +25,17 @@ from mach.xcformat import (
     resolve_sizes,
     scan_sizes,
 )
+from mach.files import (
+    read_json_checked,
+    remove_dead_leftovers,
+    replace_dir,
+    save_npy_atomic,
+    save_npz_atomic,
+    sha256_file,
+    write_json_atomic,
+)
+from mach.merge import check_inverse_lookups
+from mach.progress import Progress
 
 MANIFEST = "manifest.json"
 TFRECORD_FORMAT = 1  # bump when the writer changes, so older TFRecords are rewritten
@@ -116,7 +117,9 @@ def data_inputs(cfg, previous: dict | None = None, log=lambda _message: None) ->
 
 def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
     """Stream the data file once, sending each row to the train or the test TFRecords (file order)."""
-    from mach.data import ShardedWriter  # TensorFlow loads only when there is something to write
+    from mach.data.tfrecords import (
+        ShardedWriter,  # TensorFlow loads only when there is something to write
+    )
 
     data_path = Path(inputs["data_file"]["path"])
     n_rows = count_rows(data_path, cfg.format)
@@ -153,7 +156,9 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
 
 
 def _write_train_test_files(cfg, inputs, tmp_dir: Path, log) -> dict:
-    from mach.data import ShardedWriter  # TensorFlow loads only when there is something to write
+    from mach.data.tfrecords import (
+        ShardedWriter,  # TensorFlow loads only when there is something to write
+    )
 
     writers = {
         split: ShardedWriter(tmp_dir, split, cfg.rows_per_shard, inputs["n_classes"])
@@ -185,7 +190,7 @@ def prepare_tfrecords(cfg, log) -> dict:
     out_dir = cfg.tfrecord_dir()
     manifest_path = out_dir / MANIFEST
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in remove_stale_temporaries(out_dir.parent):
+    for leftover in remove_dead_leftovers(out_dir.parent):
         log(f"removed={leftover} (left by a process that died while writing)")
     try:
         manifest = read_json_checked(manifest_path, "") if manifest_path.exists() else None
@@ -194,10 +199,18 @@ def prepare_tfrecords(cfg, log) -> dict:
         manifest = None
     inputs = data_inputs(cfg, manifest and manifest.get("inputs"), log)
     if manifest is not None:
-        if manifest.get("inputs") == inputs and _shards_intact(out_dir, manifest):
+        damaged = damaged_shards(out_dir, manifest)
+        if manifest.get("inputs") == inputs and not damaged:
             log(f"tfrecords=up_to_date dir={out_dir}")
             return manifest
-        log(f"tfrecords=stale dir={out_dir} (the source data, sizes or files changed): rewriting")
+        if manifest.get("inputs") != inputs:
+            log(
+                f"tfrecords=stale dir={out_dir} (the source data or its settings changed): rewriting"
+            )
+        else:
+            log(
+                f"tfrecords=damaged files={','.join(p.name for p in damaged)} dir={out_dir}: rewriting"
+            )
     # Everything goes to a temporary directory that replaces the old one only once complete.
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp_dir.mkdir()
@@ -206,6 +219,7 @@ def prepare_tfrecords(cfg, log) -> dict:
         splits = write(cfg, inputs, tmp_dir, log)
         for split in splits.values():
             split["sizes"] = {name: (tmp_dir / name).stat().st_size for name in split["shards"]}
+            split["sha256"] = {name: sha256_file(tmp_dir / name) for name in split["shards"]}
         manifest = {
             "inputs": inputs,
             **splits,
@@ -218,13 +232,19 @@ def prepare_tfrecords(cfg, log) -> dict:
     return manifest
 
 
-def _shards_intact(out_dir: Path, manifest: dict) -> bool:
-    counts = out_dir / LABEL_COUNTS
-    return all(
-        (out_dir / name).is_file() and (out_dir / name).stat().st_size == size
+def damaged_shards(out_dir: Path, manifest: dict) -> list[Path]:
+    """The shards (and label counts) that are missing or differ from the checksums preprocess recorded."""
+    damaged = [
+        out_dir / name
         for split in ["train", "test"]
-        for name, size in manifest.get(split, {}).get("sizes", {"": -1}).items()
-    ) and (counts.is_file() and sha256_file(counts) == manifest.get("label_counts_sha256"))
+        for name in manifest.get(split, {}).get("shards", [""])
+        if not (out_dir / name).is_file()
+        or sha256_file(out_dir / name) != manifest[split].get("sha256", {}).get(name)
+    ]
+    counts = out_dir / LABEL_COUNTS
+    if not counts.is_file() or sha256_file(counts) != manifest.get("label_counts_sha256"):
+        damaged.append(counts)
+    return damaged
 
 
 def load_label_counts(cfg, data_manifest: dict) -> np.ndarray:
@@ -320,11 +340,18 @@ def _read_lookup_manifest(cfg) -> dict | None:
     manifest = read_json_checked(
         path, f"remove {cfg.lookup_dir()} and run `python preprocess.py --dataset {cfg.name}` again"
     )
-    if manifest.get("identity") != lookup_identity(cfg):
+    built, wanted = manifest.get("identity") or {}, lookup_identity(cfg)
+    if built != wanted:
+        changed = ", ".join(
+            f"{key} {built.get(key)!r} -> {value!r}"
+            for key, value in wanted.items()
+            if built.get(key) != value
+        )
         raise ValueError(
-            f"lookups in {cfg.lookup_dir()} were built for {manifest.get('identity')}, not "
-            f"{lookup_identity(cfg)}; the dataset changed under the same name: remove {cfg.run_dir()} "
-            "or pass --set tag=NEW_NAME"
+            f"the lookups in {cfg.lookup_dir()} were built for other data ({changed}): the dataset "
+            f"changed under the name {cfg.name!r}, and the models in {cfg.hashing_dir()} belong to the "
+            "old data. Preprocess the new data under another name (--dataset NEW_NAME), or move "
+            f"{cfg.hashing_dir()} elsewhere (it keeps those models) and run again"
         )
     return manifest
 
@@ -345,7 +372,7 @@ def prepare_lookups(cfg, log) -> dict:
     byte for byte: the label lookup's checksum, which trained models record, stays valid.
     """
     manifest_path = cfg.lookup_dir() / MANIFEST
-    remove_stale_temporaries(cfg.lookup_dir())
+    remove_dead_leftovers(cfg.lookup_dir())
     manifest = _read_lookup_manifest(cfg) or {"identity": lookup_identity(cfg), "files": {}}
     written = repaired = 0
     for r in range(cfg.R):
@@ -420,3 +447,12 @@ def load_lookups(cfg, r: int) -> tuple[np.ndarray, np.ndarray | None, str]:
             )
         loaded.append(np.load(path))
     return loaded[0], loaded[1], manifest["files"][cfg.label_lookup_path(r).name]
+
+
+def load_inverse_lookups(cfg, label_to_bucket: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """bucket_offsets [R, B+1] int64 and bucket_labels [R, K] int64 saved by preprocess, checked against
+    label_to_bucket [R, K] (the candidate kernel trusts them)."""
+    offsets, labels = zip(*(load_inverse_lookup(cfg, r) for r in range(len(label_to_bucket))))
+    bucket_offsets, bucket_labels = np.stack(offsets), np.stack(labels)
+    check_inverse_lookups(label_to_bucket, bucket_offsets, bucket_labels)
+    return bucket_offsets, bucket_labels

@@ -28,39 +28,33 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from mach.data import rows_to_model_input
-from mach.files import remove_stale_temporaries
+from mach.data.tfrecords import rows_to_model_input
+from mach.files import remove_dead_leftovers
+from mach.merge import Merge
 
-# Measured with `python bench/predict_bench.py --merge-sweep` (R = 16, random logits, B = K/100 but at
-# least 128, 2-core AMD EPYC; README, "Using a trained model"): per row, the in-graph exact merge is the
-# faster up to K = 3e4 (4.6 vs 5.4 ms at batch 1, 4.0 vs 4.4 ms at batch 256) and the slower from 1e5
-# (12 vs 5.7 ms, 18 vs 3.4 ms), where its [batch, K] float32 sums also reach 0.4 GB per 1,024 rows.
+# The in-graph exact merge sums [batch, K] floats: faster than the candidate merge up to K of a few
+# 10^4, slower (and 0.4 GB per 1,024 rows) from 10^5 (bench/predict_bench.py --merge-sweep;
+# experiments/serving).
 EXACT_MERGE_MAX_K = 50_000
-# Candidate merge: buckets per repetition (README, "Candidate merge": top-5 = exact's for 98.9%).
-DEFAULT_CANDIDATE_M = 10
 METADATA_FILE = "mach.json"  # in assets.extra/, next to TensorFlow Serving's warm-up data
-SCHEMA = 1  # bump when the signatures or the metadata change
+SCHEMA = 2  # bump when the signatures or the metadata change
 LINE_FORMATS = ("xc", "libsvm")  # formats predict_lines parses in the graph
 _VALUE = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"  # a finite decimal, as xcformat reads
 
 
-def choose_merge(K: int, B: int, R: int, kind: str, m: int | None, min_freq: int) -> dict:
-    """The merge the graph will run: {"kind": "exact"} or {"kind": "candidates", "m", "min_freq"}.
+def choose_merge(K: int, B: int, R: int, merge) -> Merge:
+    """The merge the graph will run: exact or candidates (a Merge), for --merge's choice.
 
-    kind "auto" takes the exact merge up to EXACT_MERGE_MAX_K classes and the candidate merge above.
+    "auto" takes the exact merge up to EXACT_MERGE_MAX_K classes and the candidate merge above.
     """
-    if kind not in ("auto", "exact", "candidates"):
-        raise ValueError(f"merge {kind!r}: expected auto, exact or candidates")
-    if kind == "auto":
-        kind = "exact" if K <= EXACT_MERGE_MAX_K else "candidates"
-    if kind == "exact":
-        return {"kind": "exact"}
-    m = DEFAULT_CANDIDATE_M if m is None else m
-    if not 1 <= m <= B or min_freq < 1:
+    if merge == "auto":
+        merge = Merge("exact" if K <= EXACT_MERGE_MAX_K else "candidates")
+    if merge.kind == "approx":
         raise ValueError(
-            f"candidate merge m={m} min_freq={min_freq}: expected 1 <= m <= B={B} and min_freq >= 1"
+            "--merge approx is an evaluation of the official code; export takes exact or candidates"
         )
-    return {"kind": "candidates", "m": min(m, B), "min_freq": min(min_freq, R)}
+    merge.m(B)  # checks the buckets against B
+    return merge
 
 
 def exact_topk(logits: list[tf.Tensor], lookups: list[tf.Tensor], k: int):
@@ -160,9 +154,9 @@ def candidate_topk(logits, lookups, bucket_offsets, bucket_labels, k: int, m: in
     return tf.gather(ranked, top.indices, batch_dims=1), top.values
 
 
-def bucket_scores(logits: tf.Tensor, merge: str, loss: str) -> tf.Tensor:
-    """What the merge adds up: the logits, or the per-repetition probabilities (mode "probs")."""
-    if merge == "logits":
+def bucket_scores(logits: tf.Tensor, score: str, loss: str) -> tf.Tensor:
+    """What the merge adds up: the logits, or the per-repetition probabilities (score "probs")."""
+    if score == "logits":
         return logits
     if loss == "bce":
         return 1.0 / (1.0 + tf.exp(-logits))
@@ -215,12 +209,12 @@ def parse_lines(lines: tf.Tensor, fmt: str, n_features: int):
 class ServingModel(tf.Module):
     """The exported object: R networks, their lookups, the merge; signatures serve and predict_lines."""
 
-    def __init__(self, cfg, reps, k: int, merge: dict, metadata: dict):
+    def __init__(self, cfg, reps, k: int, merge: Merge, inverse, metadata: dict):
         super().__init__(name="mach_serving")
         # Plain values only: tf.Module would wrap dicts and lists of non-variables for tracking.
         self.cfg, self.k = cfg, k
-        self.merge_kind = merge["kind"]
-        self.m, self.min_freq = merge.get("m"), merge.get("min_freq")
+        self.merge_kind = merge.kind
+        self.m, self.min_freq = merge.m(cfg.B), min(merge.min_freq, len(reps))
         self.line_format = metadata["line_format"]
         self.R, self.B, self.D = len(reps), cfg.B, cfg.n_features
         self.nets = [rep.model for rep in reps]
@@ -236,7 +230,7 @@ class ServingModel(tf.Module):
             else [tf.Variable(rep.feature_to_slot, trainable=False) for rep in reps]
         )  # R x [D] int32, or None without feature hashing
         if self.merge_kind == "candidates":
-            offsets, labels = merge["inverse"]
+            offsets, labels = global_inverse(*inverse)  # [R*B+1], [R*K] int64
             self.bucket_offsets = tf.Variable(offsets, trainable=False)  # [R*B+1] int64
             self.bucket_labels = tf.Variable(labels, trainable=False)  # [R*K] int64
         self.metadata_json = json.dumps(metadata, sort_keys=True)
@@ -293,7 +287,7 @@ class ServingModel(tf.Module):
 
     def _nonempty_topk(self, indices, values, row_splits) -> dict:
         logits = self._logits(indices, values, row_splits)
-        logits = [bucket_scores(x, self.cfg.merge, self.cfg.loss) for x in logits]
+        logits = [bucket_scores(x, self.cfg.score, self.cfg.loss) for x in logits]
         if self.merge_kind == "exact":
             labels, scores = exact_topk(logits, self.lookups, self.k)
         else:
@@ -306,7 +300,7 @@ class ServingModel(tf.Module):
                 self.m,
                 self.min_freq,
             )
-        if self.cfg.merge == "probs":
+        if self.cfg.score == "probs":
             # The paper's estimate of P(c), an increasing map of the summed probabilities (mach.merge).
             estimate = self.B / (self.B - 1) * (tf.cast(scores, tf.float64) / self.R - 1.0 / self.B)
             scores = tf.cast(estimate, tf.float32)
@@ -346,7 +340,7 @@ def save(module: ServingModel, base: Path, version: int | None) -> Path:
     """Write the SavedModel to base/<version>/, all at once: TensorFlow Serving polls base and must
     never see a half-written version. Returns the version directory."""
     base.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(base)
+    remove_dead_leftovers(base)
     version = next_version(base) if version is None else version
     final = base / str(version)
     if final.exists():
@@ -374,33 +368,37 @@ def save(module: ServingModel, base: Path, version: int | None) -> Path:
     return final
 
 
-def build(cfg, reps, k: int, merge: dict, inverse) -> ServingModel:
-    """The ServingModel of loaded repetitions (mach.evaluation.TrainedRepetition) with its metadata.
+def build(cfg, reps, k: int, merge: Merge, inverse, epoch: int) -> ServingModel:
+    """The ServingModel of loaded repetitions (mach.evaluation.TrainedRepetition) after `epoch`.
 
     inverse: (bucket_offsets [R, B+1], bucket_labels [R, K]) int64, for the candidate merge only.
     """
     if not 1 <= k <= cfg.n_classes:
         raise ValueError(f"top_k={k}: expected 1 <= k <= n_classes={cfg.n_classes}")
-    merge = dict(merge)
-    if merge["kind"] == "candidates":
-        merge["inverse"] = global_inverse(*inverse)  # [R*B+1], [R*K] int64
     metadata = {
         "schema": SCHEMA,
         "dataset": cfg.name,
+        "run": cfg.run,
         "R": len(reps),
         "B": cfg.B,
         "n_classes": cfg.n_classes,
         "n_features": cfg.n_features,
         "feat_hash_dim": cfg.feat_hash_dim,
         "normalize": cfg.normalize,
-        "score": cfg.merge,
+        "score": cfg.score,
         "k": k,
-        "merge": {key: v for key, v in merge.items() if key != "inverse"},
+        "merge": {"kind": merge.kind, "name": merge.name(cfg.B)}
+        | (
+            {"m": merge.m(cfg.B), "min_freq": min(merge.min_freq, len(reps))}
+            if merge.kind != "exact"
+            else {}
+        ),
         "exact_merge_max_k": EXACT_MERGE_MAX_K,
         "line_format": cfg.format if cfg.format in LINE_FORMATS else None,
         "feature_ids": "0-based (a libsvm file's index i is feature i-1)",
-        "checkpoints": [rep.checkpoint_path for rep in reps],
+        "epoch": epoch,
+        "epochs": cfg.epochs,
         "tensorflow": tf.__version__,
         "config": dataclasses.asdict(cfg),
     }
-    return ServingModel(cfg, reps, k, merge, metadata)
+    return ServingModel(cfg, reps, k, merge, inverse, metadata)

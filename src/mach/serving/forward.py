@@ -1,19 +1,18 @@
-"""The R trained networks' forward pass for prediction, by the compiled kernel (src/util/forward_kernel.h).
+"""The R trained networks' forward pass for prediction, without TensorFlow (mach.serving.forward.Networks).
 
-A row goes through each network as a sum of weight rows: those of its features in the first layer,
-those of the units the ReLU left positive in every later one. It reads only those rows, where
-TensorFlow's matmul reads every weight: a Delicious row reads ~11 MB of the 16 networks' 70 MB, which
-is what lets a single row take well under the ~2 ms that reading all of the float32 weights takes on a
-2-core machine (README, "Using a trained model"). Every (repetition, row) is computed on its own, so a
-row's logits do not depend on its batch; the price is that a large batch reads the weights once per row,
-where a matmul reads them once per batch (predict.py's default leaves large batches to TensorFlow).
+The compiled kernel (src/util/forward_kernel.h) takes a row through each network as a sum of weight
+rows: those of its features in the first layer, those of the units the ReLU left positive in every
+later one. It reads only those rows, where a matmul reads every weight, so a single row costs a
+fraction of reading the whole model (docs/serving.md has the figures). Every (repetition, row) is
+computed on its own, so a row's logits do not depend on its batch; the price is that a large batch
+reads the weights once per row, where a matmul reads them once per batch (Networks.logits_matmul).
 
 forward_numpy is the spec: the kernel gives the same bits. Against TensorFlow (evaluate.py) the
 logits agree to float32 rounding, as the two add the same products in another order.
 
 precision "bfloat16" stores the weights as bfloat16 (float32 rounded to 8 significant bits): half the
 bytes to read, so a row no longer depends on most of the weights staying in the cache, at the cost of
-logits that differ from float32's by about 0.4% of each product (README gives P@k for both).
+logits that differ from float32's by about 0.4% of each product (docs/serving.md gives P@k for both).
 """
 
 from __future__ import annotations
@@ -87,40 +86,41 @@ def forward_numpy(weights, biases, row_splits, slots, values) -> np.ndarray:
     return out
 
 
-class CompiledNets:
-    """R networks (mach.model.MachNet, restored) as stacked NumPy weights for the compiled kernel.
+class Networks:
+    """R trained networks as stacked NumPy weights, for prediction without TensorFlow.
 
-    feature_to_slot: [R, D] int32 lookups with feature hashing, else None; normalize: cfg.normalize;
-    precision: the weights' storage, "float32" or "bfloat16" (biases and sums stay float32).
+    arrays: per repetition [w0, b0, w1, b1, ...] float32 (mach.weights); feature_to_slot: [R, D] int32
+    lookups with feature hashing, else None; normalize: cfg.normalize; precision: the weights'
+    storage for the compiled kernel, "float32" or "bfloat16" (biases and sums stay float32).
+
+    Two forward passes: `logits` by the compiled kernel (rows read only the weights they use: the
+    fastest for single rows and small batches, a row's logits independent of its batch) and
+    `logits_matmul` by sparse x dense products and BLAS matmuls (the weights read once per batch:
+    the faster for large batches). Both agree with TensorFlow's forward to float32 rounding.
     """
 
     def __init__(
-        self, nets, feature_to_slot: np.ndarray | None, normalize: str, precision: str = "float32"
+        self,
+        arrays: list[list[np.ndarray]],
+        feature_to_slot: np.ndarray | None,
+        normalize: str,
+        precision: str = "float32",
     ):
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-        self.kernel = load_kernel("forward_rows")
-        layers = range(len(nets[0].weights_))
-        self.weights = [np.stack([n.weights_[i].numpy() for n in nets]) for i in layers]
-        if precision == "bfloat16":
-            self.weights = [to_bfloat16(w) for w in self.weights]
-        self.biases = [np.stack([n.biases[i].numpy() for n in nets]) for i in layers]
+        layers = range(len(arrays[0]) // 2)
+        # [R, fan_in, fan_out] and [R, fan_out] float32 per layer.
+        self.weights = [np.stack([a[2 * i] for a in arrays]) for i in layers]
+        self.biases = [np.stack([a[2 * i + 1] for a in arrays]) for i in layers]
+        self.kernel_weights = (
+            [to_bfloat16(w) for w in self.weights] if precision == "bfloat16" else self.weights
+        )
         self.feature_to_slot = (
             None if feature_to_slot is None else np.asarray(feature_to_slot, dtype=np.int64)
         )
         self.normalize = normalize
-        self.R = len(nets)
-
-    @classmethod
-    def of_repetitions(cls, cfg, reps, precision: str = "float32") -> CompiledNets:
-        """The networks of restored repetitions (mach.evaluation.TrainedRepetition) under cfg."""
-        hashing = cfg.feat_hash_dim is not None
-        return cls(
-            [rep.model for rep in reps],
-            np.stack([np.asarray(rep.feature_to_slot) for rep in reps]) if hashing else None,
-            cfg.normalize,
-            precision,
-        )
+        self.R = len(arrays)
+        self.input_dim = self.weights[0].shape[1]
 
     def inputs(self, indices: np.ndarray, values: np.ndarray, row_splits: np.ndarray):
         """(slots [R, nnz] int64, normalised values [nnz] float32) of raw rows."""
@@ -132,7 +132,26 @@ class CompiledNets:
         return slots, normalised_values(np.asarray(values), row_splits, self.normalize)
 
     def logits(self, indices, values, row_splits, threads: int = 0) -> np.ndarray:
-        """[batch, R, B] float32 logits of raw rows (indices [nnz], values [nnz], row_splits)."""
+        """[batch, R, B] float32 logits of raw rows (indices [nnz], values [nnz], row_splits), by the
+        compiled kernel."""
         row_splits = np.asarray(row_splits, dtype=np.int64)
         slots, values = self.inputs(indices, values, row_splits)
-        return self.kernel(self.weights, self.biases, row_splits, slots, values, threads)
+        kernel = load_kernel("forward_rows")
+        return kernel(self.kernel_weights, self.biases, row_splits, slots, values, threads)
+
+    def logits_matmul(self, indices, values, row_splits) -> np.ndarray:
+        """[batch, R, B] float32 logits of raw rows by matrix products (float32 weights)."""
+        from scipy.sparse import csr_matrix
+
+        row_splits = np.asarray(row_splits, dtype=np.int64)
+        batch = len(row_splits) - 1
+        slots, values = self.inputs(indices, values, row_splits)
+        out = np.empty((batch, self.R, self.weights[-1].shape[2]), dtype=np.float32)
+        for r in range(self.R):
+            # Duplicate slots (feature hashing) add up, as in training's sparse matmul.
+            x = csr_matrix((values, slots[r], row_splits), shape=(batch, self.input_dim))
+            h = np.asarray(x @ self.weights[0][r], dtype=np.float32) + self.biases[0][r]
+            for w, b in zip(self.weights[1:], self.biases[1:]):
+                h = np.maximum(h, 0.0) @ w[r] + b[r]
+            out[:, r] = h
+        return out

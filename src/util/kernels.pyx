@@ -1,5 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Python entry to the compiled MACH merge (merge_kernel.h): input checks, then one nogil call."""
+"""Python entry to the compiled kernels: the merge (merge_kernel.h), the candidate merge
+(candidate_kernel.h) and the forward pass (forward_kernel.h). Each checks shapes, dtypes and
+contiguity, then makes one nogil call."""
 
 import numpy as np
 
@@ -178,7 +180,7 @@ cdef extern from "forward_kernel.h" namespace "mach" nogil:
 
 def forward_rows(weights, biases, row_splits, slots, values, threads=0):
     """Logits [batch, R, B] float32 of sparse rows through R ReLU networks; see
-    mach.compiled_forward.forward_numpy for the spec (the same bits).
+    mach.serving.forward.forward_numpy for the spec (the same bits).
 
     Args:
         weights: per layer [R, fan_in, fan_out], C-contiguous, all float32 or all uint16 (bfloat16:

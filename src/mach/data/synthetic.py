@@ -1,6 +1,6 @@
 """Synthetic extreme-classification data, K up to 5e7 labels, streamed to the XC-repo text format.
 
-    python -m mach.synthetic --K 1000000 --D 20000 --train-rows 200000 --test-rows 10000 --out data/synth1m
+    python -m mach.data.synthetic --K 1000000 --D 20000 --train-rows 200000 --test-rows 10000 --out data/synth1m
     python preprocess.py --dataset synth1m --set train_file=$PWD/data/synth1m/train.txt \\
         --set test_file=$PWD/data/synth1m/test.txt --set B=10000 --set R=8
 

@@ -1,8 +1,9 @@
-"""Reproducing a paper preset: check the downloads, plan a quick run, run the scripts, report the results.
+"""Reproducing a paper preset: check the downloads, plan a quick run, report the results.
 
-reproduce.py is the entry script; this module holds what it needs: the published dataset sizes
-(KNOWN_SIZES), the download check, the --quick reductions (rows, R, epochs, and what must shrink to fit
-a small machine), slices and synthetic stand-ins of a dataset, and the results files.
+reproduce.py is the entry script; this module holds what it needs: the download check against the
+published sizes (mach.datasets), the --quick reductions (rows, R, epochs, and what must shrink to fit
+a small machine), slices and synthetic stand-ins of a dataset, and the results files. The chain itself
+runs through mach.experiments.chain.
 """
 
 from __future__ import annotations
@@ -10,42 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shlex
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from mach.config import SYSTEM, TRAIN, fields_of
+from mach.datasets import XC_PAGE, Dataset
+from mach.experiments.chain import dir_bytes, xc_to_vw
 from mach.files import open_text, read_json, write_json_atomic, write_text_atomic
-
-XC_PAGE = "http://manikvarma.org/downloads/XC/XMLRepository.html"
-VW_DEMO = "https://github.com/VowpalWabbit/vowpal_wabbit/tree/master/demo/recall_tree"
-
-
-@dataclass(frozen=True)
-class KnownSize:
-    train_rows: int | None  # N of the training file; None = not published for this download
-    test_rows: int | None  # N of the test file
-    n_features: int  # D
-    n_classes: int  # K
-    labels_per_row: float  # mean labels per point (1 for multiclass), shapes the synthetic stand-in
-    download: str  # where to get the files
-
-
-# Sizes of the downloads, as the Extreme Classification Repository's dataset table lists them (Table 1
-# of XC_PAGE, read 2025-02-28). ODP and ImageNet come as Vowpal Wabbit text without a header: K and D are
-# those of the precursor code (tinytinyeye/MACH @ cfeeab5, odp_demo.py, imagenet_demo.py) and the VW
-# demos' Makefiles (numlabels); their row counts are not published with the downloads, so not checked.
-KNOWN_SIZES: dict[str, KnownSize] = {
-    "wiki10_31k": KnownSize(14_146, 6_616, 101_938, 30_938, 18.64, XC_PAGE),
-    "delicious200k": KnownSize(196_606, 100_095, 782_585, 205_443, 75.54, XC_PAGE),
-    "amazon670k": KnownSize(490_449, 153_025, 135_909, 670_091, 5.45, XC_PAGE),
-    "amazon3m": KnownSize(1_717_899, 742_507, 337_067, 2_812_281, 36.17, XC_PAGE),
-    "odp": KnownSize(None, None, 422_713, 105_033, 1.0, f"{VW_DEMO}/odp"),
-    "imagenet22k": KnownSize(None, None, 6144, 21_841, 1.0, f"{VW_DEMO}/imagenet"),
-}
 
 # --quick: a run that checks the set-up in minutes on a 2-core, 24 GiB machine without a GPU.
 QUICK_R = 2
@@ -60,10 +33,6 @@ QUICK_MIN_HIDDEN = 64
 
 class DataCheckError(ValueError):
     """The downloaded files are missing or are not the published ones."""
-
-
-class StepError(RuntimeError):
-    """A script of the chain failed."""
 
 
 def _tree(root: Path, paths: list[str], notes: dict[str, str]) -> str:
@@ -89,7 +58,7 @@ def _tree(root: Path, paths: list[str], notes: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def expected_layout(cfg, known: KnownSize) -> str:
+def expected_layout(cfg, known: Dataset) -> str:
     """What data_dir should hold for this preset, and where the files come from."""
     notes = {}
     for name, rows in [("train_file", known.train_rows), ("test_file", known.test_rows)]:
@@ -118,10 +87,10 @@ def expected_layout(cfg, known: KnownSize) -> str:
     )
 
 
-def check_downloads(cfg, known: KnownSize) -> list[str]:
+def check_downloads(cfg, known: Dataset) -> list[str]:
     """Check train_file and test_file before any work: present, header counts as published, first
     row readable.  Returns one line per file; raises DataCheckError with the expected layout."""
-    from mach.xcformat import iter_rows, read_header
+    from mach.data.formats import iter_rows, read_header
 
     found = []
     for name, split, rows in [
@@ -159,12 +128,6 @@ def check_downloads(cfg, known: KnownSize) -> list[str]:
     return found
 
 
-def n_params(input_dim: int, hidden: tuple[int, ...], B: int) -> int:
-    """Weights and biases of one repetition's network."""
-    sizes = [input_dim, *hidden, B]
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-
-
 def quick_plan(cfg, keep: set[str]) -> tuple[dict, list[str]]:
     """Config changes of --quick, and one line per change.  Keys in `keep` (set by the user) stay.
 
@@ -184,23 +147,29 @@ def quick_plan(cfg, keep: set[str]) -> tuple[dict, list[str]]:
     change("R", min(cfg.R, QUICK_R), "repetitions trained")
     change("epochs", min(cfg.epochs, QUICK_EPOCHS), "passes over the slice")
     input_dim, hidden, B = cfg.input_dim(), cfg.hidden, cfg.B
-    before = n_params(input_dim, hidden, B)
+
+    def _params(input_dim, hidden, B):
+        return dataclasses.replace(
+            cfg, feat_hash_dim=input_dim, hidden=hidden, B=B
+        ).params_per_repetition()
+
+    before = _params(input_dim, hidden, B)
     if "feat_hash_dim" not in keep:
         for width in QUICK_INPUT_DIMS:
-            if n_params(input_dim, hidden, B) <= QUICK_MAX_PARAMS:
+            if _params(input_dim, hidden, B) <= QUICK_MAX_PARAMS:
                 break
             input_dim = min(input_dim, width)
     if "hidden" not in keep:
-        while n_params(input_dim, hidden, B) > QUICK_MAX_PARAMS and any(
+        while _params(input_dim, hidden, B) > QUICK_MAX_PARAMS and any(
             w > QUICK_MIN_HIDDEN for w in hidden
         ):
             hidden = tuple(max(QUICK_MIN_HIDDEN, w // 2) for w in hidden)
     if "B" not in keep:
-        while n_params(input_dim, hidden, B) > QUICK_MAX_PARAMS and B > 2:
+        while _params(input_dim, hidden, B) > QUICK_MAX_PARAMS and B > 2:
             B //= 2
     why = (
         f"{before / 1e6:.0f}M parameters per repetition, over the quick limit of "
-        f"{QUICK_MAX_PARAMS / 1e6:.0f}M; now {n_params(input_dim, hidden, B) / 1e6:.1f}M"
+        f"{QUICK_MAX_PARAMS / 1e6:.0f}M; now {_params(input_dim, hidden, B) / 1e6:.1f}M"
     )
     if input_dim != cfg.input_dim():
         change("feat_hash_dim", input_dim, f"input width; {why}")
@@ -252,13 +221,13 @@ def write_slice(src: Path, dst: Path, n_rows: int, fmt: str) -> int:
     return len(rows)
 
 
-def write_synthetic(cfg, known: KnownSize, out_dir: Path, rows: tuple[int, int], log) -> dict:
+def write_synthetic(cfg, known: Dataset, out_dir: Path, rows: tuple[int, int], log) -> dict:
     """A synthetic stand-in shaped like the preset: its K and D, its labels per row, fewer rows.
 
     Written in the preset's format (xc, or vw for the multiclass presets). Skipped when up to date.
     Returns {"train": path, "test": path}.
     """
-    from mach.synthetic import SyntheticSpec, write_dataset
+    from mach.data.synthetic import SyntheticSpec, write_dataset
 
     multiclass = known.labels_per_row == 1.0
     spec = SyntheticSpec(
@@ -280,7 +249,7 @@ def write_synthetic(cfg, known: KnownSize, out_dir: Path, rows: tuple[int, int],
     write_dataset(spec, xc_dir, rows[0], rows[1], log=log)
     if cfg.format == "vw":
         for split, path in paths.items():
-            _xc_to_vw(xc_dir / f"{split}.txt", path)
+            xc_to_vw(xc_dir / f"{split}.txt", path)
     write_json_atomic(stamp_path, stamp)
     log(
         f"step=data synthetic K={spec.n_classes} D={spec.n_features} labels_per_row={spec.labels_per_row} "
@@ -288,34 +257,6 @@ def write_synthetic(cfg, known: KnownSize, out_dir: Path, rows: tuple[int, int],
         f"seconds={time.time() - start:.1f}"
     )
     return paths
-
-
-def _xc_to_vw(src: Path, dst: Path) -> None:
-    """xc rows `l1,l2 i:v ...` (after the header) as vw rows `l1,l2 | i:v ...`."""
-    out = []
-    with open(src, encoding="utf-8") as f:
-        next(f)  # the header
-        for line in f:
-            labels, _, features = line.rstrip("\n").partition(" ")
-            out.append(f"{labels} | {features}")
-    write_text_atomic(dst, "\n".join(out) + "\n")
-
-
-def run_step(name: str, cmd: list[str], log) -> float:
-    """Run one script of the chain, its output passed through; returns its wall-clock seconds."""
-    log(f"step={name} start cmd={shlex.join(cmd)}")
-    start = time.time()
-    sys.stdout.flush()
-    # train.sh runs its jobs with $PYTHON: the interpreter running this, virtualenv or not.
-    done = subprocess.run(cmd, env=dict(os.environ, PYTHON=sys.executable))
-    seconds = time.time() - start
-    if done.returncode != 0:
-        raise StepError(
-            f"step={name} failed exit={done.returncode} after {seconds:.0f}s; fix the cause above and "
-            "run the same command again: finished work (TFRecords, trained repetitions) is kept"
-        )
-    log(f"step={name} done seconds={seconds:.1f}")
-    return seconds
 
 
 def evaluation_up_to_date(cfg) -> bool:
@@ -331,21 +272,9 @@ def evaluation_up_to_date(cfg) -> bool:
     return path.stat().st_mtime > newest and metrics.get("config") == current
 
 
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def peak_children_rss() -> int:
-    """Peak resident memory of the largest finished child process (bytes); tmux jobs are not ours."""
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return int(rss * (1 if sys.platform == "darwin" else 1024))
-
-
-def collect_results(cfg, run: dict, references: dict) -> dict:
+def collect_results(cfg, run: dict, known: Dataset) -> dict:
     """Everything the results files show: metrics, training time, size, memory, and the references."""
-    from mach.prepare import load_data_manifest
+    from mach.data.prepare import load_data_manifest
 
     manifest = load_data_manifest(cfg)
     evaluation = read_json(cfg.run_dir() / "metrics.json")
@@ -353,11 +282,11 @@ def collect_results(cfg, run: dict, references: dict) -> dict:
     resources = evaluation.get("resources", {})
     reps = [read_json(cfg.ckpt_dir(r) / "train.json") for r in range(cfg.R)]
     wall = [float(s["wall_s"]) for s in reps]
-    ckpt_bytes = sum(_dir_bytes(cfg.ckpt_dir(r)) for r in range(cfg.R))
+    ckpt_bytes = sum(dir_bytes(cfg.ckpt_dir(r)) for r in range(cfg.R))
     memory = {"peak_evaluate_host_bytes": resources.get("peak_host_memory_bytes")}
     train_peaks = [s["peak_host_memory_bytes"] for s in reps if "peak_host_memory_bytes" in s]
     memory["peak_train_host_bytes"] = max(train_peaks) if train_peaks else None
-    memory["peak_children_host_bytes"] = run["peak_children_rss"]
+    memory["peak_steps_host_bytes"] = run["peak_rss"]
     if resources.get("peak_gpu_memory_bytes"):
         memory["peak_gpu_bytes"] = resources["peak_gpu_memory_bytes"]
     return {
@@ -405,17 +334,14 @@ def collect_results(cfg, run: dict, references: dict) -> dict:
             "checkpoint_bytes": ckpt_bytes,
         },
         "memory": memory,
-        "references": compare(metrics, references.get("results", [])),
-        "paper": references.get("paper"),
-        "reference_note": (
-            "" if references.get("paper") else "the MACH paper's own value is not recorded"
-        ),
+        "references": compare(metrics, known.results),
+        "source": known.code,
+        "reference_note": "the MACH paper's own values are not recorded here (not verified)",
     }
 
 
 # --set keys that change how a run is executed, not what it computes.
-SYSTEM_KEYS = {"threads", "gpu_memory_mb", "eval_batch_size", "eval_group_size", "R_per_device"}
-SYSTEM_KEYS |= {"rows_per_shard", "keep_checkpoints", "work_dir", "data_dir", "tag"}
+SYSTEM_KEYS = {*fields_of(SYSTEM), *fields_of(TRAIN), "data_dir", "rows_per_shard"}
 
 
 def changed_settings(overrides: list[str]) -> list[str]:
@@ -513,9 +439,7 @@ def format_markdown(res: dict) -> str:
                 f"| {ref['method']} | " + " | ".join(cells) + f" | {ref.get('source', '')} |"
             )
     else:
-        lines.append(
-            "No verified reference values are recorded for this dataset (config.REFERENCES)."
-        )
+        lines.append("No verified reference values are recorded for this dataset (mach.datasets).")
     if res["reference_note"]:
         lines += ["", f"Note: {res['reference_note']}."]
     t, model, mem = res["train"], res["model"], res["memory"]
@@ -529,15 +453,9 @@ def format_markdown(res: dict) -> str:
         f"- parameters: {model['params']:,} ({model['params_per_repetition']:,} per repetition)",
         f"- model on disk: {_fmt_bytes(model['checkpoint_bytes'])} of checkpoints (weights and Adam "
         f"slots); float32 weights {_fmt_bytes(model['weight_bytes'])}",
-        f"- peak host memory: evaluate {_fmt_bytes(mem['peak_evaluate_host_bytes'])}, training "
-        f"{_fmt_bytes(mem['peak_train_host_bytes'])}"
-        + (
-            " (its jobs run under tmux, outside this process)"
-            if not mem["peak_train_host_bytes"]
-            else ""
-        )
-        + ", largest other step "
-        f"{_fmt_bytes(mem['peak_children_host_bytes'])}",
+        f"- peak host memory: training {_fmt_bytes(mem['peak_train_host_bytes'])} (the largest "
+        "job), per step "
+        + ", ".join(f"{k} {_fmt_bytes(v)}" for k, v in mem["peak_steps_host_bytes"].items()),
     ]
     if "peak_gpu_bytes" in mem:
         lines.append(
