@@ -16,9 +16,7 @@ metrics-probs.json, metrics-candidates-m4-f2.json, metrics-epoch3.json, ...); --
 """
 
 import argparse
-import dataclasses
 import sys
-import time
 
 import config
 from mach.cli import (
@@ -76,100 +74,46 @@ def _evaluate(args, log) -> int:
         import_ray()  # fail now, with the fix, rather than after loading the data
     from mach import evaluation
     from mach.data.prepare import load_data_manifest, with_data_sizes
+    from mach.merge import check_request
     from mach.weights import resolve_epoch
 
     data_manifest = load_data_manifest(cfg)
     cfg = with_data_sizes(cfg, data_manifest)
     R = cfg.R if args.R is None else args.R
-    if not 1 <= R <= cfg.R:
-        raise ValueError(f"--R {R}: expected 1 <= R <= {cfg.R} (Config.R)")
-    if cfg.top_k > cfg.n_classes:
-        raise ValueError(f"top_k={cfg.top_k} is larger than the number of classes {cfg.n_classes}")
-    merge.m(cfg.B)  # checks --merge-buckets against B
-    if merge.kind == "approx" and cfg.score != "logits":
-        raise ValueError("--merge approx sums raw logits; it needs --set score=logits")
-    if impl == "compiled" and merge.kind != "approx":
-        from mach.merge import load_kernel
-
-        load_kernel()  # fail now, with the fix, rather than after the forward pass
+    check_request(cfg, R, merge, impl)  # fail now, with the fix, rather than after the forward pass
     epoch, epoch_note = resolve_epoch(cfg, R, args.epoch)
     from mach import devices
 
     devices.configure_devices(cfg, log)  # before TensorFlow starts: threads, GPU memory
     R_values = evaluation.sweep_sizes(R) if args.sweep_R else [R]
-    start = time.time()
-    topk_of = evaluation.grouped_topk
+    topk_of = None
     if args.ray:
         from mach.distributed.evaluation import grouped_topk_on_ray
 
         topk_of = grouped_topk_on_ray(args.ray)
-    pred = topk_of(cfg, R, data_manifest, R_values, impl, log, merge, epoch)
-    seconds = time.time() - start
-    if len(pred["true_labels"]) != data_manifest["test"]["rows"]:
-        # A shard cut on a record boundary reads without error; the manifest's count catches it.
-        raise ValueError(
-            f"read {len(pred['true_labels'])} test rows but {cfg.tfrecord_dir()} should hold "
-            f"{data_manifest['test']['rows']}: a TFRecord shard is damaged; re-run preprocess.py"
-        )
-    resources = {
-        "n_params": pred["n_params"],
-        "model_bytes": 4 * pred["n_params"],  # float32 weights of the R networks
-        **devices.peak_memory(),
-    }
-    sweep = {
-        Rv: evaluation.score(cfg, pred["topk"][Rv], pred["true_labels"], data_manifest)
-        for Rv in R_values
-    }
-    results = sweep[R]
-    n = results["rows"]
-    timings = {
-        "forward_s": pred["forward_s"],
-        "merge_s": pred["merge_s"],
-        "total_s": seconds,
-        "samples_per_s": n / seconds,
-        "merge_samples_per_s": n * len(R_values) / max(pred["merge_s"], 1e-9),
-    }
-    # approx_eval exists only as the NumPy spec, whatever --impl says.
-    impl = "numpy" if merge.kind == "approx" else impl
+    out = evaluation.evaluate_run(cfg, data_manifest, R, R_values, merge, impl, epoch, log, topk_of)
+    results = out["metrics"]
     print(
-        f"\n{cfg.name}: R={R} B={cfg.B} score={cfg.score} merge={merge.name(cfg.B)} ({impl}) "
-        f"epoch={epoch}{f' ({epoch_note})' if epoch_note else ''} test_rows={n} "
+        f"\n{cfg.name}: R={R} B={cfg.B} score={cfg.score} merge={merge.name(cfg.B)} ({out['impl']}) "
+        f"epoch={epoch}{f' ({epoch_note})' if epoch_note else ''} test_rows={results['rows']} "
         f"rows_without_labels={results['rows_without_labels']}"
     )
     from mach.report import format_table, plot_sweep
 
     print(format_table(results))
-    out = {
-        "metrics": results,
-        "R": R,
-        "epoch": epoch,
-        "epochs": cfg.epochs,
-        "score": cfg.score,
-        "merge": dataclasses.asdict(merge) | {"name": merge.name(cfg.B)},
-        "impl": impl,
-        "timings": timings,
-        "resources": resources,
-        "placement": {
-            "eval_group_size": cfg.eval_group_size,
-            "groups": pred["groups"],
-            "R_per_device": cfg.R_per_device,
-            "devices": pred["devices"],
-        },
-        "config": dataclasses.asdict(cfg),
-    }
     if args.sweep_R:
-        out["sweep_R"] = {str(Rv): m for Rv, m in sweep.items()}
-        for Rv in R_values:
-            shown = " ".join(
-                f"{k}={sweep[Rv][k]:.2f}" for k in ["P@1", "P@3", "P@5"] if k in sweep[Rv]
-            )
+        sweep = (
+            {int(Rv): m for Rv, m in out["sweep_R"].items()} if "sweep_R" in out else {R: results}
+        )
+        for Rv, m in sweep.items():
+            shown = " ".join(f"{k}={m[k]:.2f}" for k in ["P@1", "P@3", "P@5"] if k in m)
             log(f"sweep R={Rv} {shown}")
         plot_sweep(sweep, cfg.run_dir() / "sweep_R.png", f"{cfg.name}: B={cfg.B}")
         log(f"plot={cfg.run_dir() / 'sweep_R.png'}")
     metrics_path = cfg.run_dir() / evaluation.metrics_name(cfg, R, merge, epoch)
     write_json_atomic(metrics_path, out)
-    log(f"metrics={metrics_path} " + " ".join(f"{k}={v:.2f}" for k, v in timings.items()))
-    log(" ".join(f"{k}={v}".replace(" ", "") for k, v in resources.items()))
+    log(f"metrics={metrics_path} " + " ".join(f"{k}={v:.2f}" for k, v in out["timings"].items()))
+    log(" ".join(f"{k}={v}".replace(" ", "") for k, v in out["resources"].items()))
     return 0
 
 

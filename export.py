@@ -11,10 +11,7 @@ candidate merge above; the choice is recorded in <version>/assets.extra/mach.jso
 
 import argparse
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
 
 import config
 from mach.cli import (
@@ -50,35 +47,15 @@ def main(argv=None) -> int:
 def _export(args, log) -> int:
     cfg = config_from_args(args, config.BASE, config.DATASETS)
     merge, _ = merge_from_args(args)
-    from mach import evaluation
-    from mach.data.prepare import load_data_manifest, load_inverse_lookups, with_data_sizes
-    from mach.identity import data_fingerprint
+    from mach.data.prepare import load_data_manifest, with_data_sizes
     from mach.serving import export
-    from mach.weights import resolve_epoch
 
     # The sizes come from the data, as evaluate.py takes them; the repetitions must agree.
     data_manifest = load_data_manifest(cfg)
     cfg = with_data_sizes(cfg, data_manifest)
     R = cfg.R if args.R is None else args.R
-    if not 1 <= R <= cfg.R:
-        raise ValueError(f"--R {R}: expected 1 <= R <= {cfg.R} (Config.R)")
-    merge = export.choose_merge(cfg.n_classes, cfg.B, R, merge)
-    epoch, note = resolve_epoch(cfg, R, args.epoch)
-    start = time.time()
-    reps = evaluation.load_repetitions(cfg, range(R), epoch, data_fingerprint(data_manifest), log)
-    inverse = None
-    if merge.kind == "candidates":
-        # The CSR inverses preprocess saved, checked against the lookups the models were trained with.
-        inverse = load_inverse_lookups(cfg, np.stack([rep.label_to_bucket for rep in reps]))
-    module = export.build(cfg, reps, cfg.top_k, merge, inverse, epoch)
     out = args.out if args.out is not None else Path("models") / cfg.name
-    path = export.save(module, out, args.version)
-    log(
-        f"exported={path} R={R} K={cfg.n_classes} k={cfg.top_k} merge={merge.name(cfg.B)} "
-        f"epoch={epoch}{f' ({note})' if note else ''} seconds={time.time() - start:.1f}"
-    )
-    signatures = "serving_default" + (", predict_lines" if module.line_format else "")
-    log(f"signatures={signatures} (saved_model_cli show --dir {path} --all)")
+    export.export_run(cfg, data_manifest, R, merge, args.epoch, out, args.version, log)
     return 0
 
 

@@ -15,10 +15,12 @@ the logical CPUs); R_per_device = 0 puts the whole group on the first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -113,11 +115,13 @@ def row_labels(parsed) -> list[np.ndarray]:
 
 def test_batches(cfg, data_manifest: dict):
     """Parsed batches of the test TFRecords; a damaged shard is a ValueError naming it and the fix."""
-    files = tfrecord_files(cfg.tfrecord_dir(), data_manifest["test"])
+    # The Python API evaluates arrays written to a directory of their own (test_dir).
+    test_dir = Path(data_manifest.get("test_dir") or cfg.tfrecord_dir())
+    files = tfrecord_files(test_dir, data_manifest["test"])
     try:
         yield from read_batches(files, cfg.eval_batch_size)
     except tf.errors.DataLossError:
-        damaged = damaged_shards(cfg.tfrecord_dir(), data_manifest) or files
+        damaged = damaged_shards(test_dir, data_manifest) or files
         raise ValueError(
             f"{', '.join(map(str, damaged))}: the TFRecords are damaged; re-run `python "
             f"preprocess.py --dataset {cfg.name}` with the same options (it rewrites damaged shards)"
@@ -298,3 +302,66 @@ def metrics_name(cfg, R: int, merge: Merge, epoch: int) -> str:
     parts += [merge.name(cfg.B)] if merge.kind != "exact" else []
     parts += [f"epoch{epoch}"] if epoch != cfg.epochs else []
     return "-".join(["metrics", *parts]) + ".json"
+
+
+def evaluate_run(
+    cfg,
+    data_manifest: dict,
+    R: int,
+    R_values,
+    merge: Merge,
+    impl: str,
+    epoch: int,
+    log,
+    topk_of=None,
+) -> dict:
+    """Evaluate repetitions 0..R-1 after `epoch` on the test rows: what evaluate.py writes to its
+    metrics file ({"metrics": ..., "R", "epoch", "timings", "resources", ...}), plus "sweep_R" when
+    R_values holds more than R. topk_of: grouped_topk, or its Ray counterpart."""
+    from mach import devices
+
+    start = time.time()
+    pred = (topk_of or grouped_topk)(cfg, R, data_manifest, R_values, impl, log, merge, epoch)
+    seconds = time.time() - start
+    if len(pred["true_labels"]) != data_manifest["test"]["rows"]:
+        # A shard cut on a record boundary reads without error; the manifest's count catches it.
+        raise ValueError(
+            f"read {len(pred['true_labels'])} test rows but the TFRecords should hold "
+            f"{data_manifest['test']['rows']}: a TFRecord shard is damaged; re-run preprocess.py"
+        )
+    sweep = {
+        Rv: score(cfg, pred["topk"][Rv], pred["true_labels"], data_manifest) for Rv in R_values
+    }
+    n = sweep[R]["rows"]
+    out = {
+        "metrics": sweep[R],
+        "R": R,
+        "epoch": epoch,
+        "epochs": cfg.epochs,
+        "score": cfg.score,
+        "merge": dataclasses.asdict(merge) | {"name": merge.name(cfg.B)},
+        # approx_eval exists only as the NumPy spec, whatever impl says.
+        "impl": "numpy" if merge.kind == "approx" else impl,
+        "timings": {
+            "forward_s": pred["forward_s"],
+            "merge_s": pred["merge_s"],
+            "total_s": seconds,
+            "samples_per_s": n / seconds,
+            "merge_samples_per_s": n * len(R_values) / max(pred["merge_s"], 1e-9),
+        },
+        "resources": {
+            "n_params": pred["n_params"],
+            "model_bytes": 4 * pred["n_params"],  # float32 weights of the R networks
+            **devices.peak_memory(),
+        },
+        "placement": {
+            "eval_group_size": cfg.eval_group_size,
+            "groups": pred["groups"],
+            "R_per_device": cfg.R_per_device,
+            "devices": pred["devices"],
+        },
+        "config": dataclasses.asdict(cfg),
+    }
+    if len(R_values) > 1:
+        out["sweep_R"] = {str(Rv): m for Rv, m in sweep.items()}
+    return out

@@ -509,3 +509,20 @@ def merge_scores(
     labels, prob_sums = top(to_probabilities(logits, loss))
     estimates = B / (B - 1) * (prob_sums.astype(np.float64) / R - 1.0 / B)
     return labels, estimates.astype(np.float32)
+
+
+def check_request(cfg, R: int, merge: Merge, impl: str) -> None:
+    """A ValueError (or the kernel's ImportError) now for an evaluation or prediction that cannot
+    run, rather than after the models are loaded: R, top_k, the merge and its buckets, the kernel.
+    """
+    if not 1 <= R <= cfg.R:
+        raise ValueError(f"--R {R}: expected 1 <= R <= {cfg.R} (Config.R)")
+    if not 1 <= cfg.top_k <= cfg.n_classes:
+        raise ValueError(f"top_k={cfg.top_k}: expected 1 <= top_k <= {cfg.n_classes} (the classes)")
+    merge.m(cfg.B)  # checks the buckets against B
+    if merge.kind == "approx" and cfg.score != "logits":
+        raise ValueError("--merge approx sums raw logits; it needs --set score=logits")
+    if impl not in IMPLS:
+        raise ValueError(f"impl {impl!r}: expected one of {', '.join(IMPLS)}")
+    if impl == "compiled" and merge.kind != "approx":
+        load_kernel()

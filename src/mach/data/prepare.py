@@ -188,16 +188,63 @@ def held_out(n_rows: int, cfg) -> np.ndarray:
 def prepare_tfrecords(cfg, log) -> dict:
     """Write train/test TFRecords unless an up-to-date copy exists.  Returns the data manifest."""
     out_dir = cfg.tfrecord_dir()
-    manifest_path = out_dir / MANIFEST
+    manifest = _existing_manifest(out_dir, log)
+    inputs = data_inputs(cfg, manifest and manifest.get("inputs"), log)
+    write = _write_split_files if "data_file" in inputs else _write_train_test_files
+    return _write_tfrecords(
+        out_dir, manifest, inputs, lambda tmp: write(cfg, inputs, tmp, log), log
+    )
+
+
+def prepare_array_tfrecords(cfg, splits: dict, log, out_dir: Path | None = None) -> dict:
+    """TFRecords of array rows (the Python API) in out_dir (default: cfg.tfrecord_dir()), unless an
+    up-to-date copy exists. splits: {"train"/"test": (X CSR [n, D] float32, labels list, sha256)};
+    a split left out is written empty. Returns the data manifest, whose inputs are the checksums."""
+    from mach.data.tfrecords import ShardedWriter  # TensorFlow loads only when writing
+
+    out_dir = cfg.tfrecord_dir() if out_dir is None else out_dir
+    X = next(iter(splits.values()))[0]
+    inputs = {f"{split}_arrays": {"sha256": part[2]} for split, part in splits.items()}
+    inputs.update(
+        format="arrays",
+        tfrecord_format=TFRECORD_FORMAT,
+        n_features=X.shape[1],
+        n_classes=cfg.n_classes,
+    )
+
+    def write(tmp_dir: Path) -> dict:
+        writers = {
+            split: ShardedWriter(tmp_dir, split, cfg.rows_per_shard, cfg.n_classes)
+            for split in ["train", "test"]
+        }
+        for split, (X, labels, _) in splits.items():
+            progress = Progress(f"tfrecords_{split}", log)
+            for i, row_labels in enumerate(labels):
+                a, b = X.indptr[i], X.indptr[i + 1]
+                writers[split].write(row_labels, X.indices[a:b], X.data[a:b])
+                progress.tick()
+        save_npy_atomic(tmp_dir / LABEL_COUNTS, writers["train"].label_counts)
+        return {split: writer.close() for split, writer in writers.items()}
+
+    return _write_tfrecords(out_dir, _existing_manifest(out_dir, log), inputs, write, log)
+
+
+def _existing_manifest(out_dir: Path, log) -> dict | None:
+    """The manifest of the TFRecords in out_dir, None when there are none (or it is damaged)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for leftover in remove_dead_leftovers(out_dir.parent):
         log(f"removed={leftover} (left by a process that died while writing)")
+    manifest_path = out_dir / MANIFEST
     try:
-        manifest = read_json_checked(manifest_path, "") if manifest_path.exists() else None
+        return read_json_checked(manifest_path, "") if manifest_path.exists() else None
     except ValueError:
         log(f"tfrecords=damaged_manifest file={manifest_path}: rewriting the TFRecords")
-        manifest = None
-    inputs = data_inputs(cfg, manifest and manifest.get("inputs"), log)
+        return None
+
+
+def _write_tfrecords(out_dir: Path, manifest: dict | None, inputs: dict, write, log) -> dict:
+    """The manifest of up-to-date TFRecords in out_dir, else write(tmp_dir) -> splits into a
+    temporary directory that replaces out_dir only once complete."""
     if manifest is not None:
         damaged = damaged_shards(out_dir, manifest)
         if manifest.get("inputs") == inputs and not damaged:
@@ -208,15 +255,12 @@ def prepare_tfrecords(cfg, log) -> dict:
                 f"tfrecords=stale dir={out_dir} (the source data or its settings changed): rewriting"
             )
         else:
-            log(
-                f"tfrecords=damaged files={','.join(p.name for p in damaged)} dir={out_dir}: rewriting"
-            )
-    # Everything goes to a temporary directory that replaces the old one only once complete.
+            names = ",".join(p.name for p in damaged)
+            log(f"tfrecords=damaged files={names} dir={out_dir}: rewriting")
     tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     tmp_dir.mkdir()
     try:
-        write = _write_split_files if "data_file" in inputs else _write_train_test_files
-        splits = write(cfg, inputs, tmp_dir, log)
+        splits = write(tmp_dir)
         for split in splits.values():
             split["sizes"] = {name: (tmp_dir / name).stat().st_size for name in split["shards"]}
             split["sha256"] = {name: sha256_file(tmp_dir / name) for name in split["shards"]}

@@ -402,3 +402,35 @@ def build(cfg, reps, k: int, merge: Merge, inverse, epoch: int) -> ServingModel:
         "config": dataclasses.asdict(cfg),
     }
     return ServingModel(cfg, reps, k, merge, inverse, metadata)
+
+
+def export_run(cfg, data_manifest: dict, R: int, merge, epoch: int | None, out: Path, version, log):
+    """Export repetitions 0..R-1 of cfg's run after `epoch` (None: the last) to out/<version>/ (None:
+    the next free). merge: a mach.merge.Merge or "auto". Returns the version directory."""
+    import time
+
+    from mach import evaluation
+    from mach.data.prepare import load_inverse_lookups
+    from mach.identity import data_fingerprint
+    from mach.weights import resolve_epoch
+
+    if not 1 <= R <= cfg.R:
+        raise ValueError(f"--R {R}: expected 1 <= R <= {cfg.R} (Config.R)")
+    merge = choose_merge(cfg.n_classes, cfg.B, R, merge)
+    epoch, note = resolve_epoch(cfg, R, epoch)
+    start = time.time()
+    data = data_fingerprint(data_manifest)
+    reps = evaluation.load_repetitions(cfg, range(R), epoch, data, log)
+    inverse = None
+    if merge.kind == "candidates":
+        # The CSR inverses preprocess saved, checked against the lookups the models were trained with.
+        inverse = load_inverse_lookups(cfg, np.stack([rep.label_to_bucket for rep in reps]))
+    module = build(cfg, reps, cfg.top_k, merge, inverse, epoch)
+    path = save(module, Path(out), version)
+    log(
+        f"exported={path} R={R} K={cfg.n_classes} k={cfg.top_k} merge={merge.name(cfg.B)} "
+        f"epoch={epoch}{f' ({note})' if note else ''} seconds={time.time() - start:.1f}"
+    )
+    signatures = "serving_default" + (", predict_lines" if module.line_format else "")
+    log(f"signatures={signatures} (saved_model_cli show --dir {path} --all)")
+    return path
