@@ -10,7 +10,7 @@ ignored), from a file, a .gz or stdin (`--input -`, the default). Output: one JS
 such as work/delicious/B128-hs0-fhnone/default (or a directory holding one run): its weights run
 through the compiled forward kernel for batches of up to 8 rows (the fastest path for single rows)
 and through matrix products above (--forward chooses one for all), then the compiled merge. A run
-directory needs no TensorFlow, so the first row comes back within a second or two.
+directory needs no TensorFlow, so the first row comes back in well under a second.
 """
 
 import argparse

@@ -6,8 +6,9 @@
     python train.py --dataset delicious --overwrite             # retrain the same settings from scratch
 
 Each set of model settings trains in its own run directory, named by what differs from the preset
-(<work_dir>/<dataset>/<hashing>/<run>/, e.g. .../B128-hs0-fhnone/R4-epochs2/). Running the same
-command again continues an interrupted run from its last checkpoint, and leaves a finished one as it is.
+(<work_dir>/<dataset>/<hashing>/<run>/, e.g. .../B128-hs0-fhnone/R4-epochs2/); lookups of a new
+B, hash seed or R are built here. Running the same command again continues an interrupted run from its
+last checkpoint, and leaves a finished one as it is. preprocess.py must have run once for the dataset.
 """
 
 import argparse
@@ -72,12 +73,15 @@ def _train(args, log) -> int:
         print(getattr(cfg, args.print))
         return 0
     # TensorFlow is imported only after the flags are known to be valid.
-    from mach.data.prepare import load_data_manifest, with_data_sizes
+    from mach.data.prepare import load_data_manifest, prepare_lookups, with_data_sizes
     from mach.devices import configure_devices
     from mach.training import train_repetitions
 
     data_manifest = load_data_manifest(cfg)
     cfg = with_data_sizes(cfg, data_manifest)
+    # Another B, hash seed or R needs lookups preprocess did not write: they are a function of the
+    # settings alone, so they are built here (a no-op when they exist) rather than asked for.
+    prepare_lookups(cfg, log)
     repetitions = parse_repetitions(args.repetitions, cfg.R)
     configure_devices(cfg, log)
     summaries = train_repetitions(cfg, repetitions, data_manifest, log, overwrite=args.overwrite)

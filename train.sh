@@ -5,7 +5,7 @@
 #   ./train.sh --dataset amazon3m --gpus 0,1,2,3,4,5,6,7 --per-gpu 2   # 16 jobs, 2 per GPU
 #   ./train.sh --dataset delicious --status | --stop
 #   ./train.sh --dataset delicious --R 4 --jobs 2 -- --set epochs=3   # after --: passed to train.py
-#   ./train.sh --dataset amazon3m --ray auto --wait        # Ray tasks on a cluster (README: Ray)
+#   ./train.sh --dataset amazon3m --ray auto --wait        # Ray tasks on a cluster (docs/scaling.md)
 #
 # Each job is one session `mach-<dataset>-<id>-rNN` (or `...-rNN-MM` for a block of repetitions; <id>
 # tells work directories apart), logs to <work>/<dataset>/jobs/<job>.log and leaves its exit code in

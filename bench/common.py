@@ -1,23 +1,14 @@
-"""What the bench scripts share: the repository on sys.path, best-of-n timing, the machine's name.
+"""What the bench scripts share: best-of-n timing and the machine's name.
 
-A bench script imports it first (`import common`; bench/ is on sys.path when the script runs), then
-config, mach and its sibling bench modules.
+A bench script imports it as a sibling (`from common import machine`; bench/ is on sys.path when the
+script runs as `python bench/<script>.py`), and mach as an installed package (`pip install -e .`).
 """
 
 import os
 import platform
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-# config.py lives at the repository root, which is not on the path of a script run from bench/; src/ is
-# there too for a checkout that was not installed with `pip install -e .`.
-for _path in (REPO / "src", REPO):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
 
 
 def best_seconds(fn, repeats: int) -> float:

@@ -6,9 +6,12 @@
 
 Every method reads the same feature matrix (rows scaled to unit length, written once by shared_matrix.py), gets
 the same --threads, and is scored by the same mach.metrics call. MACH runs through the project's own CLI
-(preprocess.py -> train.py -> evaluate.py, then bench/mach_timing.py for timings); the peers run in their own
+(preprocess.py -> train.py -> evaluate.py, then bench/mach_timing.py for timings) on the package's chain
+runner (mach.experiments.chain: wall time and peak RSS of each process); MACH's own figures come from the
+files its scripts write (train.json, metrics.json, mach_timing's result.json). The peers run in their own
 virtualenv (bench/.venv-peers, created here on first use) because libpecos pins numpy < 2 and scipy < 1.14.
-Writes bench/out/compare_<dataset>.md/.png/.json and prints the table.
+Writes <out-dir>/compare_<dataset>.md/.png/.json (default work/bench/compare) and prints the table.
+Recorded comparisons: experiments/compare-delicious.
 """
 
 import argparse
@@ -16,27 +19,27 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from argparse import RawDescriptionHelpFormatter as RawDescription
 from pathlib import Path
 
-import common  # the repository on sys.path, for config
 import compare_report as report
 import numpy as np
 import scipy.sparse as sp
 import shared_matrix
+from common import cpu_name
 
-import config
-from mach.cli import add_config_flags, add_set_flag, config_from_args, parse_ranges, setup_logging
+from mach.cli import add_set_flag, parse_ranges, run_main, setup_logging
 from mach.config import apply_overrides
 from mach.data import formats as xcformat
+from mach.experiments import chain
+from mach.presets import load_presets
 
-REPO = common.REPO
+BENCH = Path(__file__).resolve().parent
+OUT = Path("work/bench/compare")
 PEER_PACKAGES = {
     "napkinxc_plt": "napkinxc==0.7.2",
     "omikuji_parabel": "omikuji==0.5.2",
@@ -97,30 +100,27 @@ def write_shared_data(cfg, split: int, out_dir: Path) -> dict:
     return {**labels, "dropped_train_rows": int((~usable).sum())}
 
 
-def run_measured(cmd: list[str], log_path: Path, env: dict, timeout_s: float) -> dict:
-    """Run a command with output to log_path; its exit code, wall seconds and own peak RSS (wait4, not the max
-    over all children that RUSAGE_CHILDREN would give)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log_file:
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            [str(c) for c in cmd], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=REPO
-        )
-        killer = threading.Timer(timeout_s, proc.kill)
-        killer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        killer.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    wall_s = time.perf_counter() - start
-    # ru_maxrss is in KiB on Linux.
-    return {"returncode": proc.returncode, "wall_s": wall_s, "peak_rss_mb": usage.ru_maxrss / 1024}
+def run_logged(name: str, cmd: list, log_path: Path, threads: int, timeout_s: float) -> chain.Step:
+    """One process of a method on the chain runner, its pools capped at `threads`; a failure is
+    returned (check it with failure()), not raised, so the other methods still run."""
+    cmd = [str(c) for c in cmd]
+    return chain.run_step(name, cmd, log_path, thread_env(threads), timeout_s, check=False)
 
 
-def failure(step: str, run: dict, log_path: Path) -> dict:
-    tail = " ".join(log_path.read_text(errors="replace").strip().splitlines()[-1:])[-300:]
+def failure(step: chain.Step) -> dict | None:
+    """{"error": what failed, its exit code and the last line of its log}, or None if it ran."""
+    if step.returncode == 0:
+        return None
+    lines = Path(step.log).read_text(errors="replace").strip().splitlines()
+    tail = (lines[-1] if lines else "")[-300:]
     return {
-        "error": f"{step} failed (exit {run['returncode']}, {run['wall_s']:.0f} s): {tail} [log: {log_path}]"
+        "error": f"{step.name} failed (exit {step.returncode}, {step.wall_s:.0f} s): {tail} "
+        f"[log: {step.log}]"
     }
+
+
+def peak_rss_mb(step: chain.Step) -> float:
+    return step.peak_rss_bytes / 2**20
 
 
 def thread_env(threads: int) -> dict:
@@ -131,7 +131,8 @@ def thread_env(threads: int) -> dict:
 
 
 def run_mach(args, data_dir: Path, out_dir: Path, log) -> dict:
-    """preprocess.py -> train.py -> evaluate.py -> mach_timing.py on the shared files; train_s is train.py's wall."""
+    """preprocess.py -> train.py -> evaluate.py -> mach_timing.py on the shared files; train_s is
+    train.py's wall clock, train_loop_s the training loop's own (train.json)."""
     # MACH reads the shared text files instead of the preset's data file, so it sees the same rows.
     sets = [
         f"train_file={str(data_dir / 'train.txt')!r}",
@@ -139,49 +140,38 @@ def run_mach(args, data_dir: Path, out_dir: Path, log) -> dict:
     ]
     sets += ["data_file=None", "train_split_file=None", "test_split_file=None"]
     sets += [f"threads={args.threads}", *args.mach_pinned]
-    flags = ["--dataset", args.dataset, "--work-dir", str(out_dir / "work")]
-    flags += [arg for pair in sets for arg in ("--set", pair)]
-    parser = argparse.ArgumentParser()
-    add_config_flags(parser)
-    # The config exactly as the scripts resolve it, to find evaluate.py's metrics.json.
-    mach_cfg = config_from_args(parser.parse_args(flags), config.BASE, config.DATASETS)
-    env, runs = thread_env(args.threads), {}
-    timing = [
-        REPO / "bench" / "mach_timing.py",
-        "--out",
-        out_dir,
-        "--latency-rows",
-        args.latency_rows,
-    ]
+    flags = chain.config_flags(args.dataset, out_dir / "work", sets)
+    timing = [sys.executable, BENCH / "mach_timing.py", "--out", out_dir]
+    timing += ["--latency-rows", args.latency_rows]
     # A compare run always trains afresh: --overwrite replaces the model of an earlier run.
-    steps = [
-        ("preprocess", [REPO / "preprocess.py"]),
-        ("train", [REPO / "train.py", "--overwrite"]),
-    ]
-    steps += [("evaluate", [REPO / "evaluate.py"]), ("timing", timing)]
-    for step, script in steps:
-        log_path = out_dir / "logs" / f"{step}.log"
-        runs[step] = run_measured([sys.executable, *script, *flags], log_path, env, args.timeout)
-        log(
-            f"method=mach step={step} exit={runs[step]['returncode']} wall_s={runs[step]['wall_s']:.1f}"
+    commands = {
+        "preprocess": chain.script("preprocess"),
+        "train": [*chain.script("train"), "--overwrite"],
+        "evaluate": chain.script("evaluate"),
+        "timing": timing,
+    }
+    steps = {}
+    for name, cmd in commands.items():
+        log_path = out_dir / "logs" / f"{name}.log"
+        steps[name] = run_logged(
+            f"mach {name}", [*cmd, *flags], log_path, args.threads, args.timeout
         )
-        if runs[step]["returncode"] != 0:
-            return failure(f"mach {step}", runs[step], log_path)
+        log(
+            f"method=mach step={name} exit={steps[name].returncode} wall_s={steps[name].wall_s:.1f}"
+        )
+        if failure(steps[name]):
+            return failure(steps[name])
     result = json.loads((out_dir / "result.json").read_text())
-    # B and epochs left open are chosen from the data: the run directory is known only now.
-    from mach.data.prepare import load_data_manifest, with_data_sizes
-
-    mach_cfg = with_data_sizes(mach_cfg, load_data_manifest(mach_cfg))
-    # train.py's own loop time leaves out TF's import and start-up, which the process wall includes.
-    train_log = (out_dir / "logs" / "train.log").read_text()
-    loop_times = re.findall(r"^done r=\d+ .* wall_s=([0-9.]+)", train_log, re.MULTILINE)
-    result["train_loop_s"] = max(map(float, loop_times), default=None)
+    # The config exactly as the scripts resolved it (B and epochs left open are chosen from the data).
+    mach_cfg = chain.chain_config(args.dataset, out_dir / "work", sets)
     result.update(
-        train_s=runs["train"]["wall_s"],
-        preprocess_s=runs["preprocess"]["wall_s"],
-        peak_rss_mb=max(r["peak_rss_mb"] for r in runs.values()),
-        peak_rss_mb_by_step={s: r["peak_rss_mb"] for s, r in runs.items()},
-        evaluate_metrics=json.loads((mach_cfg.run_dir() / "metrics.json").read_text())["metrics"],
+        train_s=steps["train"].wall_s,
+        # train.py's own loop time leaves out TF's import and start-up, which the process wall includes.
+        train_loop_s=max(s["wall_s"] for s in chain.train_summaries(mach_cfg)),
+        preprocess_s=steps["preprocess"].wall_s,
+        peak_rss_mb=max(peak_rss_mb(step) for step in steps.values()),
+        peak_rss_mb_by_step={name: peak_rss_mb(step) for name, step in steps.items()},
+        evaluate_metrics=chain.read_metrics(mach_cfg)["metrics"],
     )
     return result
 
@@ -189,8 +179,7 @@ def run_mach(args, data_dir: Path, out_dir: Path, log) -> dict:
 def ensure_peers(venv: Path, packages: set[str], install: bool, log) -> dict[str, str | None]:
     """Install what is missing into the peers venv; {package: None if importable, else why not}."""
     python = venv / "bin" / "python"
-    install_log = venv.parent / "out" / "peers_install.log"
-    install_log.parent.mkdir(parents=True, exist_ok=True)
+    install_log = venv / "install.log"  # inside the venv: pip runs only once it exists
 
     def importable(package: str) -> str | None:
         done = subprocess.run(
@@ -207,10 +196,7 @@ def ensure_peers(venv: Path, packages: set[str], install: bool, log) -> dict[str
 
     def pip(*requirements: str) -> str | None:
         cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *requirements]
-        with open(install_log, "a") as f:
-            done = subprocess.run(
-                cmd, check=False, stdout=f, stderr=subprocess.STDOUT, timeout=3600
-            )
+        done = chain.run_step("pip install", cmd, install_log, timeout_s=3600, check=False)
         if done.returncode == 0:
             return None
         lines = [ln for ln in install_log.read_text(errors="replace").splitlines() if "ERROR" in ln]
@@ -242,15 +228,14 @@ def ensure_peers(venv: Path, packages: set[str], install: bool, log) -> dict[str
 
 
 def run_peer(method: str, args, data_dir: Path, out_dir: Path, python: Path) -> dict:
-    cmd = [python, REPO / "bench" / "peers_runner.py", "--method", method, "--data", data_dir]
+    cmd = [python, BENCH / "peers_runner.py", "--method", method, "--data", data_dir]
     cmd += ["--out", out_dir, "--threads", args.threads, "--top-k", TOP_K]
     cmd += ["--latency-rows", args.latency_rows]
-    log_path = out_dir / "run.log"
-    run = run_measured(cmd, log_path, thread_env(args.threads), args.timeout)
-    if run["returncode"] != 0:
-        return failure(method, run, log_path)
+    step = run_logged(method, cmd, out_dir / "run.log", args.threads, args.timeout)
+    if failure(step):
+        return failure(step)
     # The runner's own wall clock times train and predict; the process peak RSS comes from wait4.
-    return {**json.loads((out_dir / "result.json").read_text()), "peak_rss_mb": run["peak_rss_mb"]}
+    return {**json.loads((out_dir / "result.json").read_text()), "peak_rss_mb": peak_rss_mb(step)}
 
 
 def run_methods(
@@ -303,7 +288,7 @@ def _n_classes(split_dir: Path) -> int:
 
 
 def machine_line(threads: int) -> str:
-    model = common.cpu_name()
+    model = cpu_name()
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{model}, {os.cpu_count()} cores visible, {memory_gib:.0f} GiB RAM, {platform.system()} "
@@ -330,11 +315,14 @@ def parse_args(argv):
     add("--splits", help="also run MACH and the best peer on these split columns, e.g. 1-10")
     add("--latency-rows", type=int, default=300, help="test rows predicted one at a time")
     add("--timeout", type=float, default=3600, help="seconds allowed per subprocess")
-    add("--work-dir", type=Path, default=REPO / "work" / "compare")
-    add("--out-dir", type=Path, default=REPO / "bench" / "out")
-    add("--peers-venv", type=Path, default=REPO / "bench" / ".venv-peers")
+    add("--work-dir", type=Path, default=OUT, help=f"shared data and runs (default {OUT})")
+    add("--out-dir", type=Path, default=OUT, help=f"tables, chart and JSON (default {OUT})")
+    add("--peers-venv", type=Path, default=BENCH / ".venv-peers")
     add("--no-install", action="store_true", help="never pip install; report missing peers")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    # Absolute: MACH's scripts resolve relative data paths against Config.data_dir, not here.
+    args.work_dir = args.work_dir.resolve()
+    return args
 
 
 def dataset_config(args):
@@ -348,7 +336,8 @@ def dataset_config(args):
         args.data and not (args.train_split and args.test_split)
     ):
         raise ValueError("give --train with --test, or --data with --train-split and --test-split")
-    cfg = config.DATASETS.get(args.dataset) or dataclasses.replace(config.BASE, name=args.dataset)
+    base, presets = load_presets()
+    cfg = presets.get(args.dataset) or dataclasses.replace(base, name=args.dataset)
     if args.train:
         cfg = dataclasses.replace(cfg, train_file=str(args.train), test_file=str(args.test))
         cfg = dataclasses.replace(cfg, data_file=None)
@@ -382,7 +371,8 @@ def pin_mach_settings(args) -> list[str]:
     config.py is read again by each script; pinning it here keeps one compare run (and all its splits) on
     one MACH setting even when someone edits the preset meanwhile.
     """
-    preset = config.DATASETS.get(args.dataset) or dataclasses.replace(config.BASE, name=args.dataset)
+    base, presets = load_presets()
+    preset = presets.get(args.dataset) or dataclasses.replace(base, name=args.dataset)
     resolved = dataclasses.asdict(apply_overrides(preset, args.overrides))
     return [f"{key}={value!r}" for key, value in resolved.items() if key not in PER_RUN_FIELDS]
 
@@ -414,12 +404,13 @@ def run_splits(args, cfg, results: dict, peer_status: dict, log) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     log = setup_logging().info
-    try:
-        cfg = dataset_config(args)
-        args.mach_pinned = pin_mach_settings(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # A bad data file or setting is one `error:` line (file, line, fix) and exit 2, as in the scripts.
+    return run_main(lambda: _compare(args, log))
+
+
+def _compare(args, log) -> int:
+    cfg = dataset_config(args)
+    args.mach_pinned = pin_mach_settings(args)
     machine = machine_line(args.threads)
     methods = args.methods.split(",")
     peers = {PEER_PACKAGES[m] for m in methods if m != "mach"}
@@ -434,7 +425,7 @@ def main(argv=None) -> int:
     out["dropped_train_rows"] = dropped
     out["mach_settings"] = args.mach_pinned
     # Written now too, so a long --splits run that fails later still leaves the main table.
-    write_outputs(args, cfg.name, text, out, title, log)
+    write_outputs(args, cfg.name, text, out, title, lambda _message: None)
     if args.splits:
         out["splits"] = run_splits(args, cfg, results, peer_status, log)
         best = report.LABELS.get(out["splits"]["best_peer"], "none")

@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
-# What this project measures when a GPU machine is lent to a session (device `run`), in one call:
-# the machine, then bench/gpu_proxy.py (a MACH repetition's training at the paper's shapes on the GPU,
-# 1..8 packed processes, and evaluation: GPU forward pass + this project's merge kernel on the CPU),
-# then bench/merge_bench.py over 1..16 kernel threads. Results go to $OUT (or --out DIR) as they come,
-# so a run cut short still returns what it finished.
+# This project's figures on a GPU machine, in one command: the machine, then bench/gpu_proxy.py (a MACH
+# repetition's training at the paper's shapes on the GPU, 1..8 packed processes, and evaluation: GPU
+# forward pass + this project's merge kernel on the CPU), then bench/merge_bench.py over 1..16 kernel
+# threads. Results go to --out DIR (default work/bench/device_check) as they come, so a run cut short
+# still leaves what it finished. Recorded runs: experiments/gpu-proxy-h200.
 #
-#   bash bench/device_check.sh              # on the GPU machine, python3 = its PyTorch Python
+#   bash bench/device_check.sh              # on the GPU machine, python3 = a Python with PyTorch
 #   bash bench/device_check.sh --tiny       # anywhere: small shapes, for a rehearsal
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-python3}
-out=${OUT:-} tiny=0
+out=work/bench/device_check tiny=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --tiny) tiny=1; shift ;;
     --out) out=$2; shift 2 ;;
-    *) echo "device_check.sh: unknown option $1" >&2; exit 2 ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "device_check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-[ -n "$out" ] || out=$(mktemp -d)
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 cd "$repo"
 export PYTHONUNBUFFERED=1
+# mach from this clone's src/, where the kernel is built below (the machine need not have it installed).
+export PYTHONPATH="$repo/src${PYTHONPATH:+:$PYTHONPATH}"
 
 {
   date -u

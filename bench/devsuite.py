@@ -1,29 +1,30 @@
 """MACH's defaults against the peers on every set of the development suite (../shared/data).
 
-    python bench/devsuite.py                              # every set, every method: bench/out/devsuite.md
+    python bench/devsuite.py                              # every set, every method: <out>/devsuite.md
     python bench/devsuite.py --methods mach               # re-run MACH only; the peers' results are kept
     python bench/devsuite.py --sets enron,medical --set epochs=20
 
 Each set runs through bench/compare.py (same L2-normalised rows for every method, same threads, one
 scorer), as a dataset without a preset: MACH gets exactly what a new user's first run gets. The data
-come from bench/devsuite_data.py (splits recorded there). Results accumulate in <out>/devsuite.json, so
-one method can be re-run without the others; the table marks where MACH is at or above the best peer,
-or within 1 point, on P@1, P@3 and P@5.
+come from bench/devsuite_data.py (splits recorded there). Results accumulate in --out (default
+work/bench/devsuite/devsuite.json, the tables beside it as devsuite.md), so one method can be re-run
+without the others; the table marks where MACH is at or above the best peer, or within 1 point, on P@1,
+P@3 and P@5. Recorded runs: experiments/defaults-devsuite.
 """
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import common
 import devsuite_data
 
 from mach.cli import add_set_flag
+from mach.experiments import chain
 
-REPO = common.REPO
+BENCH = Path(__file__).resolve().parent
+OUT = Path("work/bench/devsuite")
 KS = ["P@1", "P@3", "P@5"]
 TOLERANCE = 1.0  # points of precision MACH may trail the best peer by
 PEERS = ["napkinxc_plt", "omikuji_parabel", "omikuji_bonsai", "pecos_xrlinear"]
@@ -40,15 +41,13 @@ def run_set(name: str, args) -> dict:
     folder = args.data / name
     if not (folder / "test.txt").exists():
         devsuite_data.prepare(name, args.data, valid=False)
-    cmd = [sys.executable, str(REPO / "bench" / "compare.py"), "--dataset", f"dev_{name}"]
+    cmd = [sys.executable, str(BENCH / "compare.py"), "--dataset", f"dev_{name}"]
     cmd += ["--train", str(folder / "train.txt"), "--test", str(folder / "test.txt")]
     cmd += ["--methods", args.methods, "--threads", str(args.threads), "--latency-rows", "20"]
     cmd += ["--work-dir", str(args.work_dir), "--out-dir", str(args.work_dir / "out")]
     cmd += [arg for pair in args.overrides for arg in ("--set", pair)]
     log_path = args.work_dir / "logs" / f"{name}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    done = chain.run_step(f"compare {name}", cmd, log_path, check=False)
     if done.returncode != 0:
         return {
             m: {"error": f"compare.py exit {done.returncode}; see {log_path}"}
@@ -127,12 +126,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=REPO / "work" / "devsuite" / "data")
+    parser.add_argument("--data", type=Path, default=devsuite_data.DATA)
     parser.add_argument("--sets", default=",".join(devsuite_data.SOURCES))
     parser.add_argument("--methods", default=",".join(["mach", *PEERS]))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--work-dir", type=Path, default=REPO / "work" / "devsuite" / "runs")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "devsuite.json")
+    parser.add_argument("--work-dir", type=Path, default=OUT / "runs")
+    parser.add_argument("--out", type=Path, default=OUT / "devsuite.json")
     add_set_flag(
         parser, "a Config override for MACH (repeatable); the table then shows those settings"
     )

@@ -1,7 +1,7 @@
 """The development suite's datasets as train/test files in the repository format (for bench/devsuite.py).
 
-    python bench/devsuite_data.py --out work/devsuite/data            # writes <name>/train.txt, test.txt
-    python bench/devsuite_data.py --out work/devsuite/valid --valid   # 20 % of each train part held out
+    python bench/devsuite_data.py            # writes work/bench/devsuite_data/data/<name>/train.txt, test.txt
+    python bench/devsuite_data.py --valid    # work/bench/devsuite_data/valid: 20 % of each train part held out
 
 Sources are the files under ../shared/data (provenance in each SOURCE.txt). Where the source gives a split
 (Mulan's enron, medical, yeast, scene) it is kept; elsewhere rows are split 70/30 by a seeded permutation
@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path("work/bench/devsuite_data/data")  # train/test files (bench/devsuite.py reads them)
+VALID = Path("work/bench/devsuite_data/valid")  # train/validation files (bench/tune_suite.py)
 TEST_SHARE, VALID_SHARE = 0.3, 0.2
 SPLIT_SEED, VALID_SEED = 0, 1
 
@@ -164,15 +165,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=REPO / "work" / "devsuite" / "data")
+    parser.add_argument("--out", type=Path, help=f"default {DATA}, with --valid {VALID}")
     parser.add_argument("--sets", default=",".join(SOURCES), help="comma-separated names")
     parser.add_argument(
         "--valid", action="store_true", help="hold out 20 %% of train; no test rows"
     )
     args = parser.parse_args(argv)
+    args.out = args.out or (VALID if args.valid else DATA)
     if not SHARED.is_dir():
         print(
-            f"error: no development data at {SHARED} (a clone has none; see README)",
+            f"error: no development data at {SHARED} (a clone has none; see experiments/defaults-devsuite)",
             file=sys.stderr,
         )
         return 2

@@ -5,10 +5,12 @@ with the rows (each reads its own weight rows), where a matmul reads the weights
     python bench/forward_bench.py                               # delicious and amazon670k shapes
     python bench/forward_bench.py --shapes delicious --threads 1,2
 
-Weights are random (Glorot uniform, zero biases), so about half of each layer's units are active,
-where a trained model has fewer (25% after the first layer of the Delicious preset): the bytes a row
-reads, and so its time, are an upper side of a trained model's. Needs NumPy and the compiled
-kernel only (no TensorFlow). The merge is not included (bench/merge_bench.py times it).
+Shapes are the presets' (config.py: input width, hidden, B, R) with their data's mean non-zeros per
+row (mach.datasets; assumed where unpublished, as bench/rehearse.py assumes them). Weights are random
+(Glorot uniform, zero biases), so about half of each layer's units are active, where a trained model
+has fewer: the bytes a row reads, and so its time, are an upper side of a trained model's. Needs NumPy
+and the compiled kernel only (no TensorFlow). The merge is not included (bench/merge_bench.py times
+it). Recorded figures: experiments/serving.
 """
 
 import argparse
@@ -17,16 +19,20 @@ import time
 
 import numpy as np
 from common import machine
+from rehearse import shape_of
 
 from mach.merge import load_kernel
+from mach.presets import load_presets
 from mach.serving.forward import to_bfloat16
 
-# (input width, hidden, B, R, non-zeros per row): config.py's presets and their data's mean row.
-SHAPES = {
-    "delicious": (500, (1024, 512), 128, 16, 18),
-    "amazon670k": (135_909, (500, 500), 10_000, 32, 76),
-    "amazon3m": (337_067, (4096,), 10_000, 16, 36),
-}
+PRESETS = ("delicious", "amazon670k", "amazon3m")
+
+
+def shape(name: str) -> tuple:
+    """(input width, hidden, B, R, non-zeros per row) of a preset and its data's mean row."""
+    cfg = load_presets()[1][name]
+    nnz = round(shape_of(name)["features_per_row"])
+    return cfg.input_dim(), cfg.hidden, cfg.B, cfg.R, nnz
 
 
 def random_nets(D, hidden, B, R, rng):
@@ -59,7 +65,7 @@ def _seconds(fn, *args) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", nargs="+", default=["delicious", "amazon670k"], choices=SHAPES)
+    parser.add_argument("--shapes", nargs="+", default=["delicious", "amazon670k"], choices=PRESETS)
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated")
     parser.add_argument("--calls", type=int, default=300, help="single-row calls timed")
     args = parser.parse_args(argv)
@@ -70,7 +76,7 @@ def main(argv=None) -> int:
     print("| shape | weights | threads | p50 ms (1 row) | p99 ms |")
     print("|---|---|---:|---:|---:|")
     for name in args.shapes:
-        D, hidden, B, R, nnz = SHAPES[name]
+        D, hidden, B, R, nnz = shape(name)
         nets[name] = random_nets(D, hidden, B, R, rng)
         weights, biases = nets[name]
         singles = [rows(rng, 1, D, nnz, R) for _ in range(64)]
@@ -91,7 +97,7 @@ def main(argv=None) -> int:
     print("\n| shape | batch | kernel ms | ms per row |")
     print("|---|---:|---:|---:|")
     for name, (weights, biases) in nets.items():
-        D, hidden, B, R, nnz = SHAPES[name]
+        D, hidden, B, R, nnz = shape(name)
         for n in (1, 8, 32, 256):
             batch = rows(rng, n, D, nnz, R)
             best = min(_seconds(forward, weights, biases, *batch) for _ in range(3))

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # How many MACH repetitions one GPU holds: train.sh packs 1, 2, 4, 8 jobs on GPU 0 over an Amazon-670K-
 # shaped synthetic set (K 670,091, D 135,909, (500, 500) hidden, B 10,000, batch 1000), then evaluates on
-# the GPU. Writes bench/gpu_check.json and bench/gpu_check.md (examples/s per job and in total, GPU memory
-# per job, evaluation time). Under 8 minutes on one modern GPU.
+# the GPU. Writes gpu_check.json and gpu_check.md to --report-dir (default work/bench/gpu_check):
+# examples/s per job and in total (from each repetition's train.json), GPU memory per job, evaluation.
 #
 #   bash bench/gpu_check.sh                  # on a GPU machine
 #   bash bench/gpu_check.sh --tiny           # anywhere (CPU too): small shapes, packs 1 and 2; for CI
-#   bash bench/gpu_check.sh --out DIR        # where the data, work dir and reports go (default: a temp dir)
+#   bash bench/gpu_check.sh --out DIR        # where the data and work dir go (default: a temp dir)
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 python=${PYTHON:-$([ -x "$repo/.venv/bin/python" ] && echo "$repo/.venv/bin/python" || echo python3)}
-tiny=0 out="" report_dir="$repo/bench"
+tiny=0 out="" report_dir=work/bench/gpu_check
 while [ $# -gt 0 ]; do
   case "$1" in
     --tiny) tiny=1; shift ;;
@@ -53,10 +53,8 @@ for pack in $packs; do
     --jobs "$pack" --overwrite --wait -- "${common[@]:4}" >/dev/null
   seconds=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
   [ "$gpus" = 0 ] && kill "$sampler" 2>/dev/null || true
-  for log in "$out/work/gpucheck/jobs"/r*.log; do
-    rate=$(grep -o 'ex_per_s=[0-9]*' "$log" | tail -n 1 | cut -d= -f2)
-    printf '%s\t%s\t%s\t%s\n' "$pack" "$(basename "$log" .log)" "${rate:-0}" "$seconds" >> "$out/runs.tsv"
-  done
+  # Each job's rate comes from its repetition's train.json (gpu_check_report.py); here only the wall.
+  printf '%s\t%s\n' "$pack" "$seconds" >> "$out/runs.tsv"
   echo "gpu_check: pack=$pack done in ${seconds}s"
 done
 

@@ -1,18 +1,21 @@
 """The tables of bench/gpu_check.sh: examples/s per job and in total, GPU memory per job, evaluation.
 
-python bench/gpu_check_report.py --out DIR --report-dir bench --tiny 0 --device "NVIDIA H200"
+    python bench/gpu_check_report.py --out DIR --report-dir work/bench/gpu_check --tiny 0 --device "NVIDIA H200"
+
+Each pack of jobs trained its own run (R = the jobs, one repetition a job): the rates come from each
+repetition's train.json (rows x epochs / its training loop's seconds), the evaluation from the
+metrics.json of the run evaluate.py scored, the pack's wall clock from gpu_check.sh's runs.tsv.
 """
 
 import argparse
 import csv
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-import common  # noqa: F401  (puts src/ on sys.path, for a Python without mach installed)
-
-from mach.files import write_json_atomic, write_text_atomic
+from mach.experiments import chain
+from mach.files import read_json, write_json_atomic, write_text_atomic
+from mach.serving.predictors import run_config
 
 
 def gpu_memory_mb(path: Path) -> dict:
@@ -26,6 +29,15 @@ def gpu_memory_mb(path: Path) -> dict:
     return {"per_job_max_mb": max(peak.values(), default=0), "jobs_seen": len(peak)}
 
 
+def trained_runs(work: Path) -> dict[int, list[dict]]:
+    """{R: train.json of each repetition} of every run trained under the work directory."""
+    runs = {}
+    for first in sorted(work.glob("gpucheck/*/*/ckpt/r00/train.json")):
+        cfg = run_config(first.parents[2])
+        runs[cfg.R] = chain.train_summaries(cfg)
+    return runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -33,21 +45,23 @@ def main(argv=None) -> int:
     parser.add_argument("--tiny", type=int, default=0)
     parser.add_argument("--device", default="unknown")
     args = parser.parse_args(argv)
-    runs = defaultdict(list)
-    for pack, job, rate, seconds in csv.reader(
-        (args.out / "runs.tsv").read_text().splitlines(), delimiter="\t"
-    ):
-        runs[int(pack)].append((job, float(rate), float(seconds)))
-    metrics = json.loads(next((args.out / "work" / "gpucheck").glob("B*/*/metrics.json")).read_text())
+    wall = {
+        int(pack): float(seconds)
+        for pack, seconds in csv.reader(
+            (args.out / "runs.tsv").read_text().splitlines(), delimiter="\t"
+        )
+    }
+    runs = trained_runs(args.out / "work")
+    metrics = read_json(next((args.out / "work" / "gpucheck").glob("B*/*/metrics.json")))
     table = []
-    for pack, jobs in sorted(runs.items()):
-        rates = [rate for _, rate, _ in jobs]
+    for pack, seconds in sorted(wall.items()):
+        rates = [chain.examples_per_s(summary) for summary in runs[pack]]
         table.append(
             {
                 "jobs_on_one_device": pack,
                 "examples_per_s_per_job": round(sum(rates) / len(rates)),
                 "examples_per_s_total": round(sum(rates)),
-                "wall_s": jobs[0][2],
+                "wall_s": seconds,
                 **gpu_memory_mb(args.out / f"gpu_mem_{pack}.csv"),
             }
         )
@@ -63,6 +77,7 @@ def main(argv=None) -> int:
         },
     }
     name = "gpu_check_tiny" if args.tiny else "gpu_check"
+    args.report_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.report_dir / f"{name}.json", report)
     lines = [
         f"Device: {args.device}" + (" (tiny shapes)" if args.tiny else ""),

@@ -1,11 +1,11 @@
 """What one GPU gives a MACH repetition at the paper's shapes, measured with PyTorch, not TensorFlow.
 
-The GPU machine lent to this project has PyTorch but no TensorFlow, and TensorFlow's GPU wheel (573 MB,
-plus ~2 GB of CUDA 12 libraries) cannot be carried there. So this script trains the same network as
-mach.model (sparse rows -> sum of first-layer rows -> ReLU hidden layers -> B logits, BCE on the
-normalised multi-hot buckets, lazy Adam on the wide first layer, Adam elsewhere) in PyTorch on synthetic
-batches that already sit on the GPU: a ceiling for the model's arithmetic on that GPU, with no input
-pipeline, not a figure of this project's TensorFlow code.
+For a GPU machine with PyTorch but without TensorFlow's GPU build (its wheel and CUDA libraries are
+large): this script trains the same network as mach.model (sparse rows -> sum of first-layer rows ->
+ReLU hidden layers -> B logits, BCE on the normalised multi-hot buckets, lazy Adam on the wide first
+layer, Adam elsewhere) in PyTorch on synthetic batches that already sit on the GPU: a ceiling for the
+model's arithmetic on that GPU, with no input pipeline, not a figure of this project's TensorFlow code.
+Recorded runs: experiments/gpu-proxy-h200.
 
     python bench/gpu_proxy.py --shape amazon670k --packs 1,2,4,8 --out proxy.json
     python bench/gpu_proxy.py --shape tiny --packs 1,2 --seconds 2      # anywhere, on the CPU too
@@ -26,8 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
 
 # Shapes of the presets in config.py; rows' non-zeros and labels are the datasets' means (XC repository).
 SHAPES = {
@@ -188,8 +186,7 @@ def evaluate(shape, device, rows, threads):
         start = time.perf_counter()
         logits = torch.cat([out.cpu() for out in outs]).numpy()  # [n, R, B] float32
         result["to_host"] = rate(n, time.perf_counter() - start)
-    try:
-        sys.path.insert(0, str(REPO / "src"))
+    try:  # mach from an install, or from PYTHONPATH=src (bench/device_check.sh sets it)
         from mach.hashing import build_label_lookup
         from mach.merge import merge_topk
     except ImportError as error:

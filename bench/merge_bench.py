@@ -4,7 +4,8 @@
     python bench/merge_bench.py --huge     # adds K=5e7 with a batch of 8
 
 NumPy runs on fewer rows (--numpy-rows) because it is slow. Every figure is samples per second, the
-best of --repeats runs; NumPy and kernel runs alternate, so a burst of load hits both alike.
+best of --repeats runs; NumPy and kernel runs alternate, so a burst of load hits both alike. Recorded
+figures: experiments/merge-kernel.
 """
 
 import argparse

@@ -1,7 +1,7 @@
 """Train and time one peer XMC method on the shared feature matrix; run by compare.py with the peers venv's python.
 
-    bench/.venv-peers/bin/python bench/peers_runner.py --method napkinxc_plt --data work/compare/delicious/split01 \
-        --out work/compare/delicious/split01/napkinxc_plt --threads 2
+    bench/.venv-peers/bin/python bench/peers_runner.py --method napkinxc_plt --data work/bench/compare/delicious/split01 \
+        --out work/bench/compare/delicious/split01/napkinxc_plt --threads 2
 
 Reads train/test files written by shared_matrix.py, trains with the library's documented defaults, and writes
 <out>/topk.npy ([n_test, k] int64 label ids, best first, -1 = no prediction) and <out>/result.json (timings,
@@ -22,6 +22,7 @@ from shared_matrix import label_lists, load_split
 
 
 def dir_bytes(path: Path) -> int:
+    """Bytes of the files under path (mach.experiments.chain.dir_bytes; this venv has no mach)."""
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
@@ -109,8 +110,8 @@ class PecosXRLinear:
     def load(self, model_dir, threads):
         from pecos.xmc.xlinear.model import XLinearModel
 
-        # The just-trained Python object predicts several times slower than this C++ predict-only model
-        # (5-7x in batch and for single rows on Delicious here), which would not be PECOS's real speed.
+        # The just-trained Python object predicts several times slower than this C++ predict-only model,
+        # in batch and for single rows, which would not be PECOS's real speed.
         self.model = XLinearModel.load(str(model_dir), is_predict_only=True)
         self.threads = threads
 

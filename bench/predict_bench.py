@@ -1,16 +1,17 @@
 """Serving speed of a trained MACH model: rows/s at batches of 1, 32 and 1,024 and single-row p50/p99
-latency, for the exported SavedModel, predict.py's path over it, the work-directory paths (the R
-checkpoints through each of predict.py's --forward choices, then the compiled merge kernel), and
-predict.py's path over the work directory (its default, --forward auto).
+latency, for the exported SavedModel, predict.py's path over it, the run-directory paths (the R
+networks' weights through each of predict.py's --forward choices, then the compiled merge kernel), and
+predict.py's path over the run directory (its default, --forward auto).
 
-    make demo                        # trains the delicious preset into ./work (about 3.5 min on 2 cores)
+    make demo                        # trains the delicious preset into ./work
     python bench/predict_bench.py    # --dataset delicious; takes evaluate.py's --dataset/--set flags
     python bench/predict_bench.py --merge-sweep   # in-graph exact vs candidate merge as K grows
 
 The rows are the test split's (from the TFRecords). "SavedModel" calls serving_default with arrays
 made beforehand; "predict.py" is that tool's path from text lines to JSON lines (parse, call, format),
-without its process start. Peers' figures come from bench/out/compare_<dataset>.json (bench/compare.py).
-Writes bench/out/predict_bench_<dataset>.json.
+without its process start. Peers' figures come from bench/compare.py's JSON (--peers, default
+work/bench/compare/compare_<dataset>.json). Writes <out>/predict_bench_<dataset>.json (default
+work/bench/predict_bench). Recorded figures: experiments/serving.
 """
 
 import argparse
@@ -23,23 +24,23 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO, machine  # also puts the repository root on sys.path, for config
+from common import machine
 
-import config
 from mach.cli import add_config_flags, config_from_args, run_main, setup_logging
+from mach.presets import CLONE, load_presets
 
+OUT = Path("work/bench/predict_bench")
+PEERS = "work/bench/compare/compare_{}.json"
 BATCHES = (1, 32, 1024)
 
 
-def test_rows(cfg, n: int):
-    """Up to n test rows as mach.data.formats.Row, read from the TFRecords."""
+def test_rows(cfg, data_manifest: dict, n: int) -> list:
+    """Up to n test rows as mach.data.formats.Row (no labels), read from the TFRecords."""
     from mach import evaluation
     from mach.data.formats import Row
-    from mach.data.prepare import load_data_manifest
-    from mach.data.tfrecords import read_batches
 
     rows = []
-    for parsed in read_batches(evaluation.test_files(cfg, load_data_manifest(cfg)), 1024):
+    for parsed in evaluation.test_batches(cfg, data_manifest):
         idx = parsed["feat_idx"]
         splits = np.searchsorted(idx.indices[:, 0].numpy(), np.arange(idx.dense_shape[0] + 1))
         values, ids = parsed["feat_val"].values.numpy(), idx.values.numpy()
@@ -87,34 +88,34 @@ def as_text(rows) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def serving_paths(cfg, args, log) -> dict:
+def serving_paths(cfg, data_manifest: dict, args, log) -> dict:
     """Timings of the serving paths over the test rows."""
     import tensorflow as tf
 
     from mach import evaluation
-    from mach.serving import export, predict
+    from mach.data.prepare import load_inverse_lookups
+    from mach.identity import data_fingerprint
+    from mach.serving import export, predictors
 
-    rows = test_rows(cfg, max(BATCHES[-1], args.latency_rows))
+    rows = test_rows(cfg, data_manifest, max(BATCHES[-1], args.latency_rows))
     log(f"rows={len(rows)} from the test split")
-    results = {}
+    results, startup = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        reps = evaluation.load_trained(cfg, cfg.R, log)
-        merge = export.choose_merge(cfg.n_classes, cfg.B, cfg.R, "auto", None, 2)
+        data = data_fingerprint(data_manifest)
+        reps = evaluation.load_repetitions(cfg, range(cfg.R), cfg.epochs, data, log)
+        merge = export.choose_merge(cfg.n_classes, cfg.B, cfg.R, "auto")
         inverse = None
-        if merge["kind"] == "candidates":
+        if merge.kind == "candidates":
             lookups = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
-            inverse = evaluation.load_inverse_lookups(cfg, lookups)
-        path = export.save(export.build(cfg, reps, cfg.top_k, merge, inverse), Path(tmp), 1)
-        log(f"exported={path} merge={merge}")
-        model = predict.SavedModelPredictor(path)
+            inverse = load_inverse_lookups(cfg, lookups)
+        module = export.build(cfg, reps, cfg.top_k, merge, inverse, cfg.epochs)
+        path = export.save(module, Path(tmp), 1)
+        log(f"exported={path} merge={merge.name(cfg.B)}")
+        model = predictors.SavedModelPredictor(path)
 
         def tensors(batch):
-            return dict(
-                zip(
-                    ["indices", "values", "row_splits"],
-                    map(tf.constant, predict.batch_arrays(batch)),
-                )
-            )
+            arrays = map(tf.constant, predictors.batch_arrays(batch))
+            return dict(zip(["indices", "values", "row_splits"], arrays))
 
         results["SavedModel serving_default"] = timings(
             lambda t: model.serve(**t), batched(rows, tensors), args.latency_rows, args.repeats
@@ -125,35 +126,65 @@ def serving_paths(cfg, args, log) -> dict:
             predict_text(cfg, model, log), batched(rows, as_text), args.latency_rows, args.repeats
         )
         log(f"timed=predict.py {results['predict.py over the SavedModel']}")
-    work = {
-        forward: predict.WorkDirPredictor(cfg, cfg.top_k, log, forward)
-        for forward in predict.FORWARDS
+        startup["predict.py --model SavedModel"] = first_row_seconds(path, rows[0])
+    run = {
+        forward: predictors.RunPredictor(cfg, cfg.top_k, log, forward)
+        for forward in predictors.FORWARDS
     }
-    for forward, predictor in work.items():
-        name = f"work dir, {forward} forward + merge kernel"
+    for forward, predictor in run.items():
+        name = f"run dir, {forward} forward + merge kernel"
         results[name] = timings(
             predictor.predict, batched(rows, list), args.latency_rows, args.repeats
         )
         log(f"timed={forward} {results[name]}")
     # The path a user calls: text in, JSON lines out, the default forward (auto).
-    results["predict.py over the work dir"] = timings(
-        predict_text(cfg, work["auto"], log),
+    results["predict.py over the run dir"] = timings(
+        predict_text(cfg, run["auto"], log),
         batched(rows, as_text),
         args.latency_rows,
         args.repeats,
     )
-    return results
+    startup["predict.py --model RUN_DIR"] = first_row_seconds(cfg.run_dir(), rows[0])
+    for name, seconds in startup.items():
+        log(f"first_row name={name!r} seconds={seconds}")
+    return results, startup
+
+
+STARTS = 3  # predict.py processes started per model; the median counts
+
+
+def first_row_seconds(model: Path, row) -> float:
+    """Seconds from starting `predict.py --model model` to its first answer, one row on stdin (the
+    median of STARTS processes): interpreter start, imports, model loading and one prediction."""
+    import subprocess
+
+    text = as_text([row])
+    seconds = []
+    for _ in range(STARTS):
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, str(CLONE / "predict.py"), "--model", str(model)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        process.stdin.write(text)
+        process.stdin.close()
+        process.stdout.readline()  # the first answer
+        seconds.append(time.perf_counter() - start)
+        process.wait()
+    return round(float(np.median(seconds)), 3)
 
 
 def predict_text(cfg, model, log):
     """predict.py's path from text lines to JSON lines (parse, call, format) over `model`."""
-    from mach.serving import predict
+    from mach.serving import textio
 
     def run(text: bytes) -> str:
-        counts, out = predict.Counts(), io.StringIO()
-        parsed = predict.read_text_rows(io.BytesIO(text), "-", "xc", cfg.n_features, False, counts)
-        writer = predict.Writer(out, "jsonl", None)
-        predict.predict_rows(model, parsed, cfg.top_k, BATCHES[-1], writer, counts, log)
+        counts, out = textio.Counts(), io.StringIO()
+        parsed = textio.read_text_rows(io.BytesIO(text), "-", "xc", cfg.n_features, False, counts)
+        writer = textio.Writer(out, "jsonl", None)
+        textio.predict_rows(model, parsed, cfg.top_k, BATCHES[-1], writer, counts, log)
         return out.getvalue()
 
     return run
@@ -211,9 +242,8 @@ def merge_sweep(Ks, R: int, m: int, min_freq: int, k: int, repeats: int, log) ->
     return out
 
 
-def peers(name: str) -> list[str]:
-    """Table rows of bench/compare.py's methods (its latency is one row at a time, 2 threads)."""
-    path = REPO / "bench" / "out" / f"compare_{name}.json"
+def peers(path: Path, name: str) -> list[str]:
+    """Table rows of bench/compare.py's methods (its latency is one row at a time)."""
     if not path.is_file():
         return [f"(peers: run `python bench/compare.py --dataset {name}` for their figures)"]
     rows = []
@@ -235,15 +265,19 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="calls timed per larger batch")
     parser.add_argument("--merge-sweep", action="store_true", help="time the in-graph merges vs K")
     parser.add_argument("--K", default="1e3,1e4,3e4,1e5,3e5", help="--merge-sweep: class counts")
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help=f"where the JSON goes (default {OUT})"
+    )
+    parser.add_argument("--peers", type=Path, help=f"bench/compare.py's JSON (default {PEERS})")
     args = parser.parse_args(argv)
     log = setup_logging().info
     return run_main(lambda: _bench(args, log))
 
 
 def _bench(args, log) -> int:
-    cfg = config_from_args(args, config.BASE, config.DATASETS)
+    cfg = config_from_args(args, *load_presets())
     host = f"{machine()}, load average {os.getloadavg()[0]:.2f} at start"
-    out_dir = REPO / "bench" / "out"
+    out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.merge_sweep:
         Ks = [int(float(k)) for k in args.K.split(",")]
@@ -254,13 +288,14 @@ def _bench(args, log) -> int:
         return 0
     from mach.data.prepare import load_data_manifest, with_data_sizes
 
-    if not (cfg.ckpt_dir(0) / "checkpoint").is_file():
+    if not (cfg.ckpt_dir(0) / "train.json").is_file():
         raise FileNotFoundError(
-            f"no trained model at {cfg.run_dir()}: train the delicious preset with `make demo` "
-            "(about 3.5 min on 2 cores), or pass --work-dir/--dataset/--set of a trained one"
+            f"no trained model at {cfg.run_dir()}: train the delicious preset with `make demo`, "
+            "or pass --work-dir/--dataset/--set of a trained one"
         )
-    cfg = with_data_sizes(cfg, load_data_manifest(cfg))
-    results = serving_paths(cfg, args, log)
+    data_manifest = load_data_manifest(cfg)
+    cfg = with_data_sizes(cfg, data_manifest)
+    results, startup = serving_paths(cfg, data_manifest, args, log)
     header = (
         "| path | batch 1 rows/s | batch 32 rows/s | batch 1024 rows/s | p50 ms (1 row) | p99 ms |"
     )
@@ -268,10 +303,12 @@ def _bench(args, log) -> int:
     for name, r in results.items():
         per_s = " | ".join(f"{r[f'rows_per_s_batch{b}']:,.0f}" for b in BATCHES)
         lines.append(f"| {name} | {per_s} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
-    lines += peers(cfg.name)
+    lines += ["", "| process start to first answer (one row on stdin) | seconds |", "|---|---:|"]
+    lines += [f"| {name} | {seconds:.2f} |" for name, seconds in startup.items()]
+    lines += peers(args.peers or Path(PEERS.format(cfg.name)), cfg.name)
     print("\n".join(lines))
     (out_dir / f"predict_bench_{cfg.name}.json").write_text(
-        json.dumps({"machine": host, "results": results}, indent=2) + "\n"
+        json.dumps({"machine": host, "results": results, "first_row_s": startup}, indent=2) + "\n"
     )
     return 0
 

@@ -1,141 +1,145 @@
 """Rehearse a paper preset at its true K and D on synthetic rows: does every step fit, and how long would it take?
 
     python bench/rehearse.py --preset amazon670k                 # 20k train / 2k test rows, R=2, 2 epochs
-    python bench/rehearse.py --preset amazon3m --R 1             # the largest piece that fits 24 GiB here
+    python bench/rehearse.py --preset amazon3m --R 1             # one repetition of the largest preset
     python bench/rehearse.py --preset wiki10_31k --train-rows 5000 --out /tmp/rehearse
 
-Synthetic data with the preset's exact K and D and its labels and features per row (rows scaled down), then
-preprocess, train R repetitions for two epochs with the preset's network (the rate is the second epoch's), and evaluate with the exact merge,
-the candidate merge and the official approx_eval. Each step runs in its own process; per step it records
-wall time and peak RSS (wait4), plus TFRecord and checkpoint bytes and examples/s per repetition. The
-projection of the full run (the preset's rows, epochs and R) on this CPU comes from the measured rate and is
-labelled projected; memory is compared with the model 4 bytes x params x 4 (weights, gradient, two Adam
-slots) a repetition. Appends one JSON line per run to bench/rehearse.jsonl and prints a markdown row.
+Synthetic data with the preset's exact K and D and its labels and features per row (mach.datasets; rows
+scaled down), then preprocess, train R repetitions for two epochs with the preset's network, and evaluate
+with the exact merge, the candidate merge and the official approx_eval, each step in its own process
+(mach.experiments.chain: wall time and peak RSS per step). Training's rate comes from train.json (rows x
+epochs / the training loop's seconds, both epochs, so the first epoch's tracing is in it); TFRecord and
+checkpoint bytes are measured on disk. The projection of the full run (the preset's rows, epochs and R)
+on this CPU comes from that rate and is labelled projected; memory is compared with the model 4 bytes x
+params x 4 (weights, gradient, two Adam slots) a repetition. Appends one JSON line per run to --jsonl
+and prints a markdown row. Recorded rehearsals: experiments/rehearsals.
 """
 
 import argparse
 import dataclasses
 import json
-import os
-import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from common import REPO, cpu_name  # also puts the repository root on sys.path, for config
+from common import cpu_name
 
-import config
-from mach.data.synthetic import SyntheticSpec, write_dataset
+from mach.datasets import DATASETS as FACTS
+from mach.experiments import chain
+from mach.presets import load_presets
 
-# Published shape of each dataset: labels per row, features per row, full train rows. Features per row of
-# Amazon-3M and ODP are not in our sources: the values marked "assumed" are guesses of the right order.
-SHAPES = {
-    "wiki10_31k": dict(labels=18.6, features=670, rows=14_146, note=""),
-    "delicious200k": dict(labels=75.5, features=300, rows=196_606, note=""),
-    "amazon670k": dict(labels=5.45, features=76, rows=490_449, note=""),
-    "amazon3m": dict(labels=36.04, features=40, rows=1_717_899, note="features/row assumed"),
-    "odp": dict(labels=1.0, features=100, rows=1_084_320, note="features/row assumed"),
-}
+OUT = Path("work/bench/rehearse")
+# Where mach.datasets has no published figure, the rehearsal assumes one of the right order.
+ASSUMED = {"amazon3m": {"features_per_row": 40.0}, "odp": {"features_per_row": 100.0}}
+ASSUMED_TRAIN_ROWS = {"odp": 1_084_320}  # the precursor code's ODP training file
 
 
-def spec_for(name: str, cfg) -> SyntheticSpec:
+def shape_of(name: str) -> dict:
+    """Labels and features per row and the full training rows, with a note on what was assumed."""
+    facts = dataclasses.asdict(FACTS[name])
+    assumed = {**ASSUMED.get(name, {})}
+    if facts["train_rows"] is None:
+        assumed["train_rows"] = ASSUMED_TRAIN_ROWS[name]
+    shape = {key: facts[key] for key in ("labels_per_row", "features_per_row", "train_rows")}
+    shape.update(assumed)
+    note = ", ".join(f"{key} assumed" for key in assumed)
+    return {**shape, "note": note}
+
+
+def spec_for(shape: dict, cfg):
     """Prototype features (kept with probability 0.8) plus uniform noise give the features per row."""
-    shape = SHAPES[name]
-    per_label = max(1, round(0.6 * shape["features"] / shape["labels"] / 0.8))
-    noise = max(0, round(shape["features"] - 0.8 * per_label * shape["labels"]))
+    from mach.data.synthetic import SyntheticSpec
+
+    labels, features = shape["labels_per_row"], shape["features_per_row"]
+    per_label = max(1, round(0.6 * features / labels / 0.8))
+    noise = max(0, round(features - 0.8 * per_label * labels))
     return SyntheticSpec(
         n_classes=cfg.n_classes,
         n_features=cfg.n_features,
-        labels_per_row=shape["labels"],
-        multiclass=shape["labels"] == 1.0,
-        max_labels_per_row=max(16, int(2.5 * shape["labels"])),
+        labels_per_row=labels,
+        multiclass=labels == 1.0,
+        max_labels_per_row=max(16, int(2.5 * labels)),
         features_per_label=per_label,
         noise_features=noise,
     )
 
 
-def n_params(cfg) -> int:
-    sizes = [cfg.input_dim(), *cfg.hidden, cfg.B]
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+def write_data(spec, preset, data_dir: Path, train_rows: int, test_rows: int) -> dict[str, Path]:
+    """The synthetic train and test files in the preset's format (xc, or vw for multiclass presets)."""
+    from mach.data.synthetic import write_dataset
+
+    write_dataset(spec, data_dir, train_rows, test_rows, log=lambda *_: None)
+    if preset.format != "vw":
+        return {split: data_dir / f"{split}.txt" for split in ("train", "test")}
+    for split in ("train", "test"):
+        chain.xc_to_vw(data_dir / f"{split}.txt", data_dir / f"{split}.vw")
+    return {split: data_dir / f"{split}.vw" for split in ("train", "test")}
 
 
-def run_step(cmd: list[str], log_path: Path) -> dict:
-    """Run one step in its own process: wall seconds and that process's peak RSS."""
-    start = time.time()
-    with open(log_path, "w") as log:
-        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-        _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.time() - start
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise RuntimeError(f"{' '.join(cmd[:3])} failed ({code}); see {log_path}")
-    return {"wall_s": round(seconds, 1), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 2)}
-
-
-def dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+def step_record(step: chain.Step) -> dict:
+    return {"wall_s": round(step.wall_s, 1), "peak_rss_gib": step.as_dict()["peak_rss_gib"]}
 
 
 def main(argv=None) -> int:
+    _, presets = load_presets()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--preset", required=True, choices=sorted(SHAPES))
+    parser.add_argument("--preset", required=True, choices=sorted(set(presets) & set(FACTS)))
     parser.add_argument("--train-rows", type=int, default=20_000)
     parser.add_argument("--test-rows", type=int, default=2_000)
     parser.add_argument("--R", type=int, default=2, help="repetitions trained (default 2)")
-    parser.add_argument("--out", type=Path, default=Path("/tmp/mach-rehearse"))
-    parser.add_argument("--jsonl", type=Path, default=REPO / "bench" / "rehearse.jsonl")
+    parser.add_argument(
+        "--out", type=Path, default=OUT, help=f"data, runs and logs (default {OUT})"
+    )
+    parser.add_argument(
+        "--jsonl", type=Path, help="append the record here (default <out>/rehearse.jsonl)"
+    )
     args = parser.parse_args(argv)
-    preset = config.DATASETS[args.preset]
-    spec = spec_for(args.preset, preset)
-    data_dir, work = args.out / args.preset / "data", args.out / args.preset / "work"
-    steps = {}
+    out = (
+        args.out.resolve() / args.preset
+    )  # absolute: the scripts resolve data paths against data_dir
+    jsonl = args.jsonl or args.out / "rehearse.jsonl"
+    preset, shape = presets[args.preset], shape_of(args.preset)
+    spec = spec_for(shape, preset)
     start = time.time()
-    ext = "vw" if preset.format == "vw" else "txt"
-    write_dataset(spec, data_dir, args.train_rows, args.test_rows, log=lambda *_: None)
-    if preset.format == "vw":  # the multiclass presets read Vowpal Wabbit text
-        for split in ["train", "test"]:
-            rows = (data_dir / f"{split}.txt").read_text().splitlines()[1:]
-            (data_dir / f"{split}.vw").write_text(
-                "".join(f"{r.split(' ', 1)[0]} | {r.split(' ', 1)[1]}\n" for r in rows)
-            )
-    steps["data"] = {"wall_s": round(time.time() - start, 1)}
-    flags = [
-        "--dataset", args.preset, "--work-dir", str(work),
-        "--set", f"train_file='{data_dir / f'train.{ext}'}'",
-        "--set", f"test_file='{data_dir / f'test.{ext}'}'",
-        "--set", f"R={args.R}", "--set", "epochs=2", "--set", "threads=0",
-    ]  # fmt: skip
-    py = sys.executable
-    logs = args.out / args.preset
-    steps["preprocess"] = run_step([py, "preprocess.py", *flags], logs / "preprocess.log")
-    steps["train"] = run_step([py, "train.py", *flags, "--overwrite"], logs / "train.log")
-    # The second epoch's rate: the first one also pays for tracing the step.
-    rates = [
-        float(x) for x in re.findall(r"epoch=2 .*?ex_per_s=(\d+)", (logs / "train.log").read_text())
-    ]
-    cfg = dataclasses.replace(preset, work_dir=str(work), R=args.R)
-    for mode, extra in [
-        ("exact", []),
-        ("candidates", ["--merge-candidates", str(min(50, cfg.B))]),
-        ("approx", ["--merge-approx", str(min(50, cfg.B))]),
-    ]:
-        steps[f"evaluate_{mode}"] = run_step(
-            [py, "evaluate.py", *flags, *extra], logs / f"evaluate_{mode}.log"
-        )
-    steps["preprocess"]["tfrecord_bytes"] = dir_bytes(cfg.tfrecord_dir())
-    steps["train"]["checkpoint_bytes"] = dir_bytes(cfg.run_dir() / "ckpt")
-    steps["train"]["ex_per_s_per_rep"] = round(min(rates)) if rates else None
-    update = re.search(r"first_layer_update=(\w+)", (logs / "train.log").read_text())
-    steps["train"]["first_layer_update"] = update[1] if update else "dense_adam"
-    params = n_params(cfg)
-    shape = SHAPES[args.preset]
-    # Training R repetitions here runs them in one process, so the rate above is per repetition with
-    # R sharing the 2 cores; a full run trains preset.R repetitions for preset.epochs epochs.
+    files = write_data(spec, preset, out / "data", args.train_rows, args.test_rows)
+    steps = {"data": {"wall_s": round(time.time() - start, 1)}}
+    sets = [f"{split}_file={str(path)!r}" for split, path in files.items()]
+    if preset.data_file is not None:  # a preset read from one file and its splits (delicious)
+        sets += ["data_file=None", "train_split_file=None", "test_split_file=None"]
+    sets += [f"R={args.R}", "epochs=2", "threads=0"]
+    flags = chain.config_flags(args.preset, out / "work", sets)
+    runs = {"preprocess": [*chain.script("preprocess"), *flags]}
+    runs["train"] = [*chain.script("train"), *flags, "--overwrite"]
+    for kind in ("exact", "candidates", "approx"):
+        merge = ["--merge", kind]
+        merge += ["--merge-buckets", str(min(50, preset.B or 50))] if kind != "exact" else []
+        runs[f"evaluate_{kind}"] = [*chain.script("evaluate"), *flags, *merge]
+    for name, cmd in runs.items():
+        steps[name] = step_record(chain.run_step(name, cmd, out / f"{name}.log"))
+
+    from mach.model import use_sparse_first_layer  # imports TensorFlow
+
+    cfg = chain.chain_config(args.preset, out / "work", sets)
+    summaries = chain.train_summaries(cfg)
+    steps["preprocess"]["tfrecord_bytes"] = chain.dir_bytes(cfg.tfrecord_dir())
+    steps["train"].update(
+        checkpoint_bytes=chain.dir_bytes(cfg.run_dir() / "ckpt"),
+        ex_per_s_per_rep=round(min(chain.examples_per_s(s) for s in summaries)),
+        loop_s=max(s["wall_s"] for s in summaries),
+        first_layer_update=(
+            "lazy_adam"
+            if use_sparse_first_layer(cfg.sparse_first_layer, cfg.input_dim())
+            else "dense_adam"
+        ),
+    )
+    params = cfg.params_per_repetition()
+    # The R repetitions trained here share one process, so the rate above is per repetition with R
+    # sharing the cores; a full run trains preset.R repetitions for preset.epochs epochs.
     rate = steps["train"]["ex_per_s_per_rep"] or 0
-    projected_h = shape["rows"] * preset.epochs * preset.R / args.R / max(rate, 1e-9) / 3600
+    rows = shape["train_rows"] * preset.epochs * preset.R / args.R
+    projected_h = rows / max(rate, 1e-9) / 3600
     if args.train_rows < 3 * preset.batch_size:
         print(
             f"note: {args.train_rows} rows are under 3 batches of {preset.batch_size}: a noisy rate"
@@ -159,8 +163,8 @@ def main(argv=None) -> int:
         "steps": steps,
         "projected_full_run_hours_this_cpu": round(projected_h, 1),
     }
-    args.jsonl.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.jsonl, "a") as f:
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    with open(jsonl, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(markdown_row(record))
     return 0

@@ -1,7 +1,8 @@
 """How MACH's cost grows with the number of classes K, against a full softmax with the same hidden layer.
 
-    python bench/scale_bench.py                    # K = 1e3 ... 1e7: table, bench/scale.json, bench/scale.png
-    python bench/scale_bench.py --huge             # adds K = 5e7 (about 8 GB of lookups)
+    python bench/scale_bench.py                    # K = 1e3 ... 1e7: table, <out>/scale.json, <out>/scale.png
+    python bench/scale_bench.py --huge             # adds K = 5e7 (lookups of several GB)
+    python bench/scale_bench.py --replot --out experiments/scale/raw   # redraw a recorded run
 
 Per K, with B = min(10,000, K / 10) and R = round(8 ln K / ln 1e6) (R grows as log K, B stays fixed):
 parameters and float32 bytes of one repetition, of R repetitions and of the full softmax (counted by
@@ -10,7 +11,8 @@ repetition and of the full softmax (measured on random sparse batches where the 
 --softmax-max-K, extrapolated by output-layer FLOPs beyond); label-lookup preprocessing seconds
 (measured for one repetition, times R); merge samples/s, exact and candidate (measured, on logits that
 point every repetition at three labels, as trained models do). Every figure is tagged measured or
-computed in the table and the JSON.
+computed in the table and the JSON. --out defaults to work/bench/scale_bench; the recorded run is in
+experiments/scale.
 """
 
 import argparse
@@ -23,11 +25,12 @@ from pathlib import Path
 import numpy as np
 from common import best_seconds
 
+from mach import Config
 from mach.hashing import build_label_lookup, invert_lookup
 from mach.merge import merge_candidates, merge_topk
 
 GIB = 1 << 30
-BENCH_DIR = Path(__file__).resolve().parent
+OUT = Path("work/bench/scale_bench")
 
 
 def buckets_for(K: int) -> int:
@@ -39,8 +42,9 @@ def repetitions_for(K: int) -> int:
 
 
 def n_params(input_dim: int, hidden: int, outputs: int) -> int:
-    """Weights and biases of input -> hidden (ReLU) -> outputs, the MachNet layout."""
-    return input_dim * hidden + hidden + hidden * outputs + outputs
+    """Weights and biases of input -> hidden (ReLU) -> outputs, as Config counts a repetition's."""
+    cfg = Config(n_features=input_dim, n_classes=outputs, B=outputs, hidden=(hidden,))
+    return cfg.params_per_repetition()
 
 
 def lookups(K: int, B: int, R: int):
@@ -239,7 +243,7 @@ def main(argv=None):
         "--repeats", type=int, default=3, help="alternating merge runs; the best counts"
     )
     parser.add_argument(
-        "--out", type=Path, default=BENCH_DIR, help="where scale.json and scale.png go"
+        "--out", type=Path, default=OUT, help=f"where scale.json and scale.png go (default {OUT})"
     )
     parser.add_argument(
         "--replot",

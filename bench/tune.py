@@ -4,26 +4,20 @@
         --variant "base:" --variant "bce:loss=bce" --variant "wide:hidden=(1024,);dropout=0.3"
 
 Each variant is `name:key=value;key=value` (Config fields).  Runs preprocess -> train -> evaluate for each,
-with every --seed, and prints a markdown table of validation P@1/3/5 (mean over seeds) and train time.
+with every --seed, on the package's chain runner (mach.experiments.chain; each step's output goes to
+<work-dir>/logs/), and prints a markdown table of validation P@1/3/5 (mean over seeds, from metrics.json)
+and the training loop's seconds (from train.json).
 """
 
 import argparse
-import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
-from common import REPO
 
+from mach.experiments import chain
 
-def run(script: str, flags: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO / script), *flags], capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{script} {' '.join(flags)} failed:\n{done.stderr[-3000:]}")
+OUT = Path("work/bench/tune")
 
 
 def main(argv=None) -> int:
@@ -36,7 +30,7 @@ def main(argv=None) -> int:
         "--variant", action="append", required=True, help="name:key=value;key=value"
     )
     parser.add_argument("--seed", type=int, action="append", help="training seeds (default: 0)")
-    parser.add_argument("--work-dir", default=str(REPO / "work" / "tune"))
+    parser.add_argument("--work-dir", type=Path, default=OUT, help=f"runs and logs (default {OUT})")
     parser.add_argument("--out", default=None, help="also append the table rows to this file")
     args = parser.parse_args(argv)
     print(
@@ -47,29 +41,14 @@ def main(argv=None) -> int:
         sets = [s for s in settings.split(";") if s]
         results, seconds = [], []
         for seed in args.seed or [0]:
-            flags = [
-                "--dataset",
-                args.dataset,
-                "--work-dir",
-                args.work_dir,
-                "--set",
-                f"valid_fraction={args.valid_fraction}",
-                "--set",
-                f"seed={seed}",
-                "--set",
-                f"tag='{name}-s{seed}'",
-            ]
-            for s in sets:
-                flags += ["--set", s]
-            run("preprocess.py", flags)
-            start = time.time()
-            run("train.py", flags)
-            seconds.append(time.time() - start)
-            run("evaluate.py", flags)
-            metrics_path = next(
-                Path(args.work_dir, args.dataset).glob(f"*-{name}-s{seed}/metrics.json")
-            )
-            results.append(json.loads(metrics_path.read_text())["metrics"])
+            run = [f"valid_fraction={args.valid_fraction}", f"seed={seed}", f"tag='{name}-s{seed}'"]
+            flags = chain.config_flags(args.dataset, args.work_dir, [*run, *sets])
+            for step in ("preprocess", "train", "evaluate"):
+                log_path = args.work_dir / "logs" / f"{name}-s{seed}-{step}.log"
+                chain.run_step(step, [*chain.script(step), *flags], log_path)
+            cfg = chain.chain_config(args.dataset, args.work_dir, [*run, *sets])
+            results.append(chain.read_metrics(cfg)["metrics"])
+            seconds.append(max(s["wall_s"] for s in chain.train_summaries(cfg)))
         mean = {k: np.mean([r[k] for r in results]) for k in ["P@1", "P@3", "P@5"]}
         row = f"| {name} | {'; '.join(sets) or 'defaults'} | {mean['P@1']:.2f} | {mean['P@3']:.2f} | {mean['P@5']:.2f} | {np.mean(seconds):.0f} |"
         print(row, flush=True)

@@ -116,3 +116,64 @@ def load_trained(cfg, R=None) -> list:
     R = cfg.R if R is None else R
     data = data_fingerprint(load_data_manifest(cfg))
     return evaluation.load_repetitions(cfg, range(R), cfg.epochs, data, quiet)
+
+
+def fake_run(work: Path, R: int = 2, epochs: int = 2, dropout: float = 0.5, **settings):
+    """A run whose repetitions have random weights (non-zero biases) for every epoch, written as
+    training writes them, without training: (cfg, {(r, epoch): arrays}). For fast tests."""
+    from mach import weights
+    from mach.config import Config
+    from mach.data.prepare import load_lookups, prepare_lookups
+    from mach.identity import write_repetition_config
+
+    cfg = Config(
+        name="fake",
+        work_dir=str(work),
+        n_features=N_FEATURES,
+        n_classes=N_CLASSES,
+        B=8,
+        R=R,
+        hidden=(16,),
+        epochs=epochs,
+        dropout=dropout,
+        **settings,
+    )
+    prepare_lookups(cfg, quiet)
+    rng = np.random.default_rng(0)
+    sizes = [cfg.input_dim(), *cfg.hidden, cfg.B]
+    saved = {}
+    for r in range(R):
+        write_repetition_config(cfg, load_lookups(cfg, r)[2], "DATA", cfg.ckpt_dir(r))
+        for epoch in range(1, epochs + 1):
+            arrays = []
+            for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+                arrays.append((rng.standard_normal((fan_in, fan_out)) * 0.3).astype(np.float32))
+                arrays.append(rng.standard_normal(fan_out).astype(np.float32))
+            weights.save_epoch(cfg.ckpt_dir(r), epoch, arrays, "all", "fake run")
+            saved[r, epoch] = arrays
+    return cfg, saved
+
+
+def random_rows(seed: int, n: int, D: int = N_FEATURES, nnz: int = 5):
+    """indices [nnz] int64, values [nnz] float32, row_splits [n + 1] int64 of random rows."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, nnz + 1, n)
+    row_splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    indices = rng.integers(0, D, row_splits[-1]).astype(np.int64)
+    values = rng.uniform(0.1, 2.0, row_splits[-1]).astype(np.float32)
+    return indices, values, row_splits
+
+
+def parsed_rows(indices, values, row_splits) -> dict:
+    """The parsed-batch dict mach.data.tfrecords gives for raw rows (no labels)."""
+    import tensorflow as tf
+
+    batch = len(row_splits) - 1
+    rows = np.repeat(np.arange(batch), np.diff(row_splits))
+    where = np.stack([rows, np.arange(len(indices)) - row_splits[rows]], axis=1)
+    width = int(np.diff(row_splits).max(initial=0))
+    return {
+        "feat_idx": tf.SparseTensor(where, indices, [batch, width]),
+        "feat_val": tf.SparseTensor(where, values, [batch, width]),
+        "labels": tf.SparseTensor(tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.int64), [batch, 0]),
+    }

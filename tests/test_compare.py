@@ -116,18 +116,20 @@ def test_topk_array_pads_short_predictions():
     assert got.tolist() == [[4, 2, -1, -1, -1], [1, 2, 3, 0, 5], [-1] * 5] and got.dtype == np.int64
 
 
-def test_run_measured_reports_exit_code_and_peak_rss(tmp_path):
-    run = compare.run_measured(
+def test_a_failed_process_is_an_error_naming_its_exit_code_and_log(tmp_path):
+    step = compare.run_logged(
+        "peer",
         [sys.executable, "-c", "import sys; print('hi'); sys.exit(3)"],
         tmp_path / "x.log",
-        compare.thread_env(1),
-        timeout_s=60,
+        1,
+        60,
     )
-    assert (
-        run["returncode"] == 3
-        and run["peak_rss_mb"] > 1
-        and (tmp_path / "x.log").read_text() == "hi\n"
-    )
+    assert step.returncode == 3 and step.peak_rss_bytes > 2**20
+    assert (tmp_path / "x.log").read_text().endswith("hi\n")
+    error = compare.failure(step)["error"]
+    assert error.startswith("peer failed (exit 3") and f": hi [log: {tmp_path / 'x.log'}]" in error
+    ok = compare.run_logged("peer", [sys.executable, "-c", "pass"], tmp_path / "y.log", 1, 60)
+    assert compare.failure(ok) is None
 
 
 def test_compare_without_peers_venv_reports_not_installed(tiny_files, tmp_path):
@@ -167,11 +169,42 @@ def test_compare_without_peers_venv_reports_not_installed(tiny_files, tmp_path):
     )
 
 
+@pytest.mark.slow
+def test_compare_runs_mach_through_the_chain_and_reads_its_files(tiny_files, tmp_path, capsys):
+    """MACH's four processes on the chain runner; figures from train.json, metrics.json, result.json."""
+    flags = ["--dataset", "tiny", "--train", str(tiny_files["train"]), "--test"]
+    flags += [str(tiny_files["test"]), "--methods", "mach", "--threads", "1", "--latency-rows", "3"]
+    for pair in ["R=2", "epochs=1", "hidden=(8,)", "B=8", "eval_batch_size=16"]:
+        flags += ["--mach-set", pair]
+    flags += ["--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path / "out")]
+    assert compare.main(flags) == 0
+    assert capsys.readouterr().out.count("table=") == 1  # one line naming the outputs
+    mach = json.loads((tmp_path / "out" / "compare_tiny.json").read_text())["results"]["mach"]
+    assert "error" not in mach, mach.get("error")
+    # mach_timing's predictions, scored by the shared scorer, equal evaluate.py's (compare asserts it).
+    assert mach["P@1"] == pytest.approx(mach["evaluate_metrics"]["P@1"])
+    assert 0 < mach["train_loop_s"] < mach["train_s"]
+    assert set(mach["peak_rss_mb_by_step"]) == {"preprocess", "train", "evaluate", "timing"}
+    assert mach["latency_rows"] == 3 and mach["model_variable_bytes"] == 4 * 2 * (
+        30 * 8 + 8 + 8 * 8 + 8
+    )
+
+
 def test_bad_flags_are_user_errors(capsys):
     assert compare.main(["--methods", "mach,liblinear"]) == 2
     assert "unknown liblinear" in capsys.readouterr().err
     assert compare.main(["--train", "a.txt"]) == 2
     assert "--train with --test" in capsys.readouterr().err
+
+
+def test_a_malformed_file_is_one_line_naming_it(tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("2 30 50\n1,2 0:1\n3 4:x\n")
+    flags = ["--dataset", "tiny", "--train", str(bad), "--test", str(bad), "--methods", "mach"]
+    flags += ["--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path / "out")]
+    assert compare.main(flags) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"error: {bad}:3: feature value 'x' is not a number" in err
 
 
 def test_mach_settings_are_pinned_once_with_overrides(monkeypatch):

@@ -231,3 +231,37 @@ def test_metrics_report_model_size_and_peak_memory(trained):
         "R_per_device": 0,
         "devices": out["placement"]["devices"],
     }
+
+
+def test_an_epoch_loads_the_weights_of_that_epoch(tmp_path):
+    """--epoch N: repetition r's network holds the weights saved after epoch N, not the latest."""
+    from conftest import fake_run
+
+    from mach import evaluation
+    from mach.weights import resolve_epoch
+
+    cfg, saved = fake_run(tmp_path, epochs=3)
+    assert resolve_epoch(cfg, 2, None) == (3, "")
+    for epoch in (1, 2, 3):
+        rep = evaluation.load_repetition(cfg, 1, epoch, "DATA")
+        for got, want in zip(rep.model.arrays(), saved[1, epoch]):
+            np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="trained on other data"):
+        evaluation.load_repetition(cfg, 1, 1, "OTHER DATA")
+
+
+def test_evaluation_runs_the_networks_without_dropout(tmp_path):
+    """evaluate.py's forward pass (dropout 0.5 in training) equals the plain product, every time."""
+    from conftest import fake_run, parsed_rows, random_rows
+
+    from mach import evaluation
+    from mach.serving.forward import Networks
+
+    cfg, saved = fake_run(tmp_path, dropout=0.5)
+    reps = evaluation.load_repetitions(cfg, range(2), 2, "DATA", quiet)
+    forward = evaluation.make_forward(cfg, reps)
+    rows = random_rows(1, 9)
+    first, second = forward(parsed_rows(*rows)).numpy(), forward(parsed_rows(*rows)).numpy()
+    np.testing.assert_array_equal(first, second)
+    plain = Networks([saved[r, 2] for r in range(2)], None, cfg.normalize).logits_matmul(*rows)
+    np.testing.assert_allclose(first, plain, rtol=1e-5, atol=1e-5)

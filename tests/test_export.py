@@ -321,3 +321,29 @@ def test_serving_default_refuses_bad_rows(trained, tmp_path):
         module.serve(tf.zeros([0], tf.int64), tf.zeros([0]), tf.zeros([0], tf.int64))
     empty = module.serve(tf.zeros([0], tf.int64), tf.zeros([0]), tf.constant([0], tf.int64))
     assert empty["labels"].shape == (0, 5)  # an empty batch is answered, not sent to the networks
+
+
+@pytest.mark.parametrize("kind", ["exact", "candidates"])
+def test_exported_merge_adds_each_repetitions_logits_through_its_own_lookup(tmp_path, kind):
+    """The SavedModel's graph: R networks -> their logits -> each through its own lookup -> top-k,
+    equal to the merge's NumPy specification on the same logits."""
+    from conftest import fake_run, quiet, random_rows
+
+    from mach import evaluation
+    from mach.data.prepare import load_inverse_lookups
+    from mach.merge import merge_candidates_numpy, merge_topk_numpy
+    from mach.serving.forward import Networks
+
+    cfg, saved = fake_run(tmp_path, R=3, epochs=1)
+    reps = evaluation.load_repetitions(cfg, range(3), 1, "DATA", quiet)
+    label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])
+    inverse = load_inverse_lookups(cfg, label_to_bucket) if kind == "candidates" else None
+    module = export.build(cfg, reps, 5, Merge(kind, 2, 2), inverse, 1)
+    rows = random_rows(2, 12)
+    out = module.serve(*(tf.constant(a) for a in rows))
+    logits = Networks([saved[r, 1] for r in range(3)], None, cfg.normalize).logits_matmul(*rows)
+    if kind == "exact":
+        want, _ = merge_topk_numpy(logits, label_to_bucket, 5)
+    else:
+        want, _ = merge_candidates_numpy(logits, label_to_bucket, *inverse, 5, 2, 2)
+    np.testing.assert_array_equal(out["labels"].numpy(), want)

@@ -193,3 +193,23 @@ def test_epochs_left_open_give_small_data_enough_steps():
     # ... more passes over small data (at most 100: one step an epoch).
     assert default_epochs(1_000, 256) == 25 and default_epochs(266, 256) == 50
     assert default_epochs(20, 256) == 100 and default_epochs(1, 1) == 100
+
+
+def test_each_repetition_hashes_with_its_own_seed(tiny_cfg):
+    """Labels and features of repetition r hash with seed hash_seed + r: no two alike."""
+    from mach.hashing import hash_range
+
+    cfg = dataclasses.replace(
+        tiny_cfg, n_features=N_FEATURES, n_classes=N_CLASSES, feat_hash_dim=7, hash_seed=3, R=3
+    )
+    prepare_lookups(cfg, quiet)
+    for r in range(cfg.R):
+        label_to_bucket, feature_to_slot, _ = load_lookups(cfg, r)
+        np.testing.assert_array_equal(label_to_bucket, hash_range(N_CLASSES, 3 + r, cfg.B))
+        np.testing.assert_array_equal(feature_to_slot, hash_range(N_FEATURES, 3 + r, 7))
+    features = [load_lookups(cfg, r)[1] for r in range(cfg.R)]
+    labels = [load_lookups(cfg, r)[0] for r in range(cfg.R)]
+    for a in range(cfg.R):
+        for b in range(a + 1, cfg.R):
+            assert not np.array_equal(features[a], features[b])
+            assert not np.array_equal(labels[a], labels[b])

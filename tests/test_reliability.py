@@ -1,6 +1,7 @@
 """A trained model is never lost, a damaged input never gives a silent wrong number."""
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -327,3 +328,282 @@ def test_user_error_explains_a_full_disk():
     )
     assert "no space left on the device while writing /w/ckpt-1_temp/part-0" in tf_message
     assert user_error(KeyError("bug")) is None
+
+
+# Damaged, stale or mixed artefacts, read-only disks and interrupted runs: each one case, each a
+# one-line error naming the file and the fix (exit 2), or the right behaviour.
+
+
+@pytest.fixture
+def chain(tiny_files, tmp_path):
+    """The scripts, in process, on the tiny dataset (R=2, 2 epochs): returns run(script, *flags)."""
+    import evaluate
+    import export
+    import predict
+    import preprocess
+    import train
+
+    scripts = {"preprocess": preprocess, "train": train, "evaluate": evaluate, "export": export}
+    work = tmp_path / "work"
+    flags = cli_flags(tiny_files, "tinyrel", work, epochs=2, threads=1)
+
+    def run(script, *extra):
+        if script == "predict":
+            return predict.main(list(extra))
+        return scripts[script].main([*flags, *extra])
+
+    assert run("preprocess") == 0 and run("train") == 0
+    run.work, run.flags, run.files = work, flags, tiny_files
+    run.run_dir = run_dir_of(work, "tinyrel")
+    return run
+
+
+def one_line_error(capsys, *parts) -> str:
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert "Traceback" not in err and last.startswith("error: "), err
+    for part in parts:
+        assert part in err, err
+    return err
+
+
+def test_a_shard_with_flipped_bytes_is_named_and_preprocess_rewrites_it(chain, capsys):
+    tfrecords = chain.work / "tinyrel" / "tfrecords"
+    for split in ["train", "test"]:
+        shard = tfrecords / f"{split}-00000.tfrecord"
+        good = shard.read_bytes()
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0xFF  # same size: only the contents show the damage
+        shard.write_bytes(bytes(data))
+        script = "train" if split == "train" else "evaluate"
+        extra = ["--overwrite"] if script == "train" else []
+        assert chain(script, *extra) == 2
+        one_line_error(capsys, str(shard), "the TFRecords are damaged", "preprocess.py")
+        assert chain("preprocess") == 0
+        assert "tfrecords=damaged files=" in capsys.readouterr().out
+        assert shard.read_bytes() == good
+
+
+def test_predict_reports_a_truncated_gz_in_one_line(chain, tmp_path, capsys):
+    import gzip
+
+    cut = tmp_path / "rows.txt.gz"
+    cut.write_bytes(gzip.compress(chain.files["train"].read_bytes())[:300])
+    assert chain("predict", "--model", str(chain.run_dir), "--input", str(cut)) == 2
+    one_line_error(capsys, str(cut), "damaged or cut short")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "predict.py"), "--model", str(chain.run_dir)],
+        input=cut.read_bytes(), capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and b"Traceback" not in done.stderr
+    assert b"<stdin>: the compressed input is damaged or cut short" in done.stderr
+
+
+def test_predict_into_a_closed_pipe_stops_quietly(chain):
+    rows = "".join(chain.files["train"].read_text().splitlines(True)[1:]) * 20  # no header
+    command = f"'{sys.executable}' '{REPO / 'predict.py'}' --model '{chain.run_dir}' | head -1"
+    done = subprocess.run(["bash", "-c", command], input=rows, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.count("\n") == 1
+    assert "Error" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_damaged_savedmodel_or_its_metadata_is_one_line(chain, tmp_path, capsys):
+    import shutil
+
+    assert chain("export", "--out", str(tmp_path / "m")) == 0
+    good = tmp_path / "m" / "1"
+    rows = str(chain.files["train"])
+    for damage in ["pb", "variables", "metadata"]:
+        bad = tmp_path / damage
+        shutil.copytree(good, bad)
+        if damage == "pb":
+            pb = bad / "saved_model.pb"
+            pb.write_bytes(pb.read_bytes()[:100])
+        elif damage == "variables":
+            data = next((bad / "variables").glob("variables.data-*"))
+            raw = bytearray(data.read_bytes())
+            raw[40:44] = b"\xff\xff\xff\xff"
+            data.write_bytes(bytes(raw))
+        else:
+            (bad / "assets.extra" / "mach.json").write_text('{"k": 5,\n')
+        assert chain("predict", "--model", str(bad), "--input", rows) == 2
+        one_line_error(capsys, str(bad), "export")
+    (chain.run_dir / "ckpt" / "r00" / "config.json").write_text("{\n")
+    assert chain("predict", "--model", str(chain.run_dir), "--input", rows) == 2
+    one_line_error(capsys, "r00/config.json is damaged")
+
+
+def test_predict_lines_takes_an_empty_batch_and_blank_lines(chain, tmp_path):
+    assert chain("export", "--out", str(tmp_path / "m")) == 0
+    loaded = tf.saved_model.load(str(tmp_path / "m" / "1"))
+    serve = loaded.signatures["predict_lines"]
+    empty = serve(lines=tf.constant([], tf.string))
+    assert empty["labels"].shape == (0, 5)
+    blank = serve(lines=tf.constant(["", "   "]))
+    assert blank["labels"].shape == (2, 5)
+
+
+@pytest.mark.parametrize("script", ["preprocess", "train", "evaluate", "export", "predict"])
+def test_a_read_only_disk_is_one_line_and_changes_nothing(
+    chain, tmp_path, capsys, monkeypatch, script
+):
+    """Every write of the scripts fails as on a read-only file system (EROFS)."""
+    import errno
+    import shutil
+
+    import mach.files
+    import predict
+
+    def read_only(path, mode="r", *args, **kwargs):
+        if any(flag in mode for flag in "wax+"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return open(path, mode, *args, **kwargs)
+
+    for module in (mach.files, predict):
+        monkeypatch.setattr(module, "open", read_only, raising=False)
+    before = {p: p.stat().st_mtime_ns for p in chain.work.rglob("*") if p.is_file()}
+    if script == "export":
+        monkeypatch.setattr(
+            tf.saved_model, "save", lambda *a, **k: (_ for _ in ()).throw(read_only("x", "w"))
+        )
+        code = chain("export", "--out", str(tmp_path / "m"))
+    elif script == "predict":
+        out = tmp_path / "top.jsonl"
+        code = chain("predict", "--model", str(chain.run_dir), "--input", str(chain.files["test"]),
+                     "--output", str(out))  # fmt: skip
+        assert not out.exists()
+    elif script == "train":
+        shutil.rmtree(chain.run_dir / "ckpt" / "r01" / "weights")  # something left to write
+        code = chain("train")
+    else:
+        code = chain(script)
+    assert code == 2
+    one_line_error(capsys, "read-only file system: cannot write", "on a writable disk")
+    if script != "train":
+        after = {p: p.stat().st_mtime_ns for p in chain.work.rglob("*") if p.is_file()}
+        assert after == before
+
+
+def test_an_unfinished_run_with_repetitions_at_different_epochs_is_refused(chain, capsys):
+    from mach import weights
+
+    r01 = chain.run_dir / "ckpt" / "r01"
+    manifest = weights.read_manifest(r01)
+    del manifest["epochs"]["2"]  # r01 killed after epoch 1: r00 at 2, r01 at 1
+    (r01 / "weights.json").write_text(json.dumps(manifest))
+    rows = str(chain.files["test"])
+    for script, extra in [
+        ("evaluate", []),
+        ("export", ["--out", str(chain.work / "m")]),
+        ("predict", ["--model", str(chain.run_dir), "--input", rows]),
+    ]:
+        assert chain(script, *extra) == 2
+        one_line_error(capsys, "unfinished", "r00: 2, r01: 1", "--epoch 1")
+    assert chain("evaluate", "--epoch", "1") == 0
+    assert json.loads((chain.run_dir / "metrics-epoch1.json").read_text())["epoch"] == 1
+
+
+def test_a_stale_checkpoint_state_file_changes_nothing(chain, capsys):
+    assert chain("evaluate") == 0
+    before = json.loads((chain.run_dir / "metrics.json").read_text())["metrics"]
+    for r in range(2):
+        state = chain.run_dir / "ckpt" / f"r{r:02d}" / "checkpoint"
+        state.write_text('model_checkpoint_path: "ckpt-1"\nall_model_checkpoint_paths: "ckpt-1"\n')
+    assert chain("evaluate") == 0
+    assert json.loads((chain.run_dir / "metrics.json").read_text())["metrics"] == before
+    assert chain("train") == 0
+    out = capsys.readouterr().out
+    assert "already_trained repetitions=0-1" in out and "repaired=" in out
+
+
+def test_training_data_changed_under_the_same_name_is_refused(chain, capsys):
+    from conftest import format_rows, make_rows
+
+    chain.files["train"].write_text(format_rows(make_rows(64, seed=9)))
+    assert chain("preprocess") == 0
+    assert "tfrecords=stale" in capsys.readouterr().out
+    for script in ["train", "evaluate"]:
+        assert chain(script) == 2
+        one_line_error(capsys, "trained on other data", "--overwrite")
+    assert chain("train", "--overwrite") == 0 and chain("evaluate") == 0
+
+
+def test_a_full_disk_during_an_overwrite_keeps_the_old_model_and_leaves_nothing(
+    chain, capsys, monkeypatch
+):
+    import errno
+
+    r00 = chain.run_dir / "ckpt" / "r00"
+    before = checkpoint_bytes(r00)
+
+    def full(self, checkpoint_number=None):
+        (Path(self.directory) / f"ckpt-{checkpoint_number}.index").write_bytes(b"")
+        raise OSError(errno.ENOSPC, "No space left on device", self.directory)
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
+    assert chain("train", "--overwrite") == 2
+    one_line_error(capsys, "no space left on the device")
+    assert checkpoint_bytes(r00) == before
+    assert sorted(p.name for p in r00.parent.iterdir() if not p.name.endswith(".lock")) == [
+        "r00",
+        "r01",
+    ]
+    monkeypatch.undo()
+    # A full disk while a plain run saves: no half-written checkpoint stays, and a rerun works.
+    for p in r00.glob("ckpt-2.*"):
+        p.unlink()
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", full)
+    assert chain("train") == 2
+    assert not list(r00.glob("ckpt-2.*"))
+    monkeypatch.undo()
+    assert chain("train") == 0 and complete_epochs(r00)[-1] == 2
+
+
+def test_an_interrupted_overwrite_is_put_back(chain, capsys):
+    import shutil
+
+    r00 = chain.run_dir / "ckpt" / "r00"
+    before = checkpoint_bytes(r00)
+    dead = _dead_pid()
+    shutil.move(r00, r00.with_name(f".r00.replaced-{dead}"))  # killed between the two renames
+    (r00.parent / f".r01.new-{dead}").mkdir()  # and a new model that never saved
+    assert chain("train") == 0
+    out = capsys.readouterr().out
+    assert f"restored={r00}" in out and "removed=" in out
+    assert checkpoint_bytes(r00) == before
+    assert sorted(p.name for p in r00.parent.iterdir() if not p.name.endswith(".lock")) == [
+        "r00",
+        "r01",
+    ]
+
+
+def test_a_killed_grouped_evaluation_leaves_no_spill_behind(chain):
+    spill = chain.run_dir / f".eval-logits.tmp-{_dead_pid()}"
+    spill.mkdir()
+    (spill / "logits_g00.f32").write_bytes(b"\0" * 64)
+    assert chain("evaluate", "--set", "eval_group_size=1") == 0
+    assert not list(chain.run_dir.glob(".eval-logits*"))
+
+
+def test_a_damaged_weights_manifest_is_named_and_training_rewrites_it(chain, capsys):
+    (chain.run_dir / "ckpt" / "r00" / "weights.json").write_text("{")
+    assert chain("evaluate") == 2
+    one_line_error(capsys, "r00/weights.json is damaged", "train.py command again")
+    assert chain("train") == 0 and chain("evaluate") == 0
+
+
+def test_new_sizes_under_the_same_name_keep_the_old_models(chain, capsys):
+    import gzip
+
+    from conftest import format_rows, make_rows
+
+    chain.files["train"].write_text(
+        format_rows(make_rows(64, seed=1)).replace(" 30 50", " 30 60", 1)
+    )
+    with gzip.open(chain.files["test"], "wt") as f:
+        f.write(format_rows(make_rows(32, seed=2)).replace(" 30 50", " 30 60", 1))
+    assert chain("preprocess") == 2
+    err = one_line_error(
+        capsys, "the dataset changed under the name 'tinyrel'", "--dataset NEW_NAME"
+    )
+    assert "remove" not in err

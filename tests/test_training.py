@@ -73,7 +73,6 @@ def test_feature_hashing_adds_colliding_features():
     ]
 
 
-@pytest.mark.slow
 def test_partial_last_batch_is_kept_and_unlabeled_rows_weigh_nothing(tiny_cfg, tiny_files):
     text = tiny_files["train"].read_text().splitlines()
     text[5] = " 1:1"  # a row without labels
@@ -191,7 +190,6 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.slow
 def test_one_pipeline_over_epochs_replays_each_epochs_own_order(tiny_cfg):
     cfg, manifest = preprocess(tiny_cfg)
     files = tfrecord_files(cfg.tfrecord_dir(), manifest["train"])

@@ -45,16 +45,30 @@ def test_empty_labels_and_empty_features(tmp_path):
     assert rows[1].labels.tolist() == [4, 5] and rows[1].feat_idx.size == 0
 
 
-def test_blank_lines_are_never_rows(tmp_path):
-    path = write(tmp_path, "\n2 10 10\n \t\n 0:1 2:1\n\n4,5\n\n")
+def test_with_a_header_its_n_lines_are_rows_blank_ones_included(tmp_path):
+    # A row with neither labels nor features is written as a blank line (here " "): a header counts it.
+    path = write(tmp_path, "\n3 10 10\n \n 0:1 2:1\n4,5\n\n\n")
     rows = rows_of(path)
-    assert [r.line_no for r in rows] == [4, 6]  # file lines, for error messages
-    assert [r.labels.tolist() for r in rows] == [[], [4, 5]]
-    assert read_header(path).n_rows == 2 and count_rows(path) == 2
+    assert [r.line_no for r in rows] == [3, 4, 5]  # file lines, for error messages
+    assert [r.labels.tolist() for r in rows] == [[], [], [4, 5]]
+    assert [r.feat_idx.tolist() for r in rows] == [[], [0, 2], []]
+    assert read_header(path).n_rows == 3 and count_rows(path) == 3  # trailing blank lines: no rows
+    too_many = write(tmp_path, "1 10 10\n\n4,5\n", "more.txt")
+    with pytest.raises(
+        DataFormatError, match=r"more.txt:3: header announces 1 rows but the file has more"
+    ):
+        rows_of(too_many)
+
+
+def test_without_a_header_blank_lines_are_never_rows(tmp_path):
+    path = write(tmp_path, "\n \t\n 0:1 2:1\n\n4,5\n\n")
+    rows = rows_of(path)
+    assert [r.line_no for r in rows] == [3, 5]
+    assert [r.labels.tolist() for r in rows] == [[], [4, 5]] and count_rows(path) == 2
 
 
 def test_header_and_headerless_files_give_the_same_rows(tmp_path):
-    body = "\n1,2 0:1\n\n 3:0.5\n   \n7\n\n"
+    body = "1,2 0:1\n 3:0.5\n7\n\n"
     with_header = rows_of(write(tmp_path, "3 10 10\n" + body, "h.txt"))
     without = rows_of(write(tmp_path, body, "n.txt"))
     assert len(with_header) == len(without) == 3

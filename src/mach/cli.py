@@ -181,6 +181,12 @@ def user_error(err: BaseException) -> str | None:
             f"no space left on the device while writing {where or 'the outputs'}; nothing half-written "
             "was kept: free some space (or pass --work-dir on a larger disk) and run the same command again"
         )
+    if isinstance(err, OSError) and err.errno == errno.EROFS or "Read-only file system" in text:
+        where = getattr(err, "filename", None) or text.split(";")[0].split(":")[0]
+        return (
+            f"read-only file system: cannot write {where}; nothing was changed there: pass "
+            "--work-dir (or --output) on a writable disk, or make that one writable"
+        )
     if isinstance(err, (PermissionError, IsADirectoryError, NotADirectoryError)):
         return f"{err.strerror}: {err.filename}"
     return None

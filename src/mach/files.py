@@ -1,5 +1,6 @@
 """Small file helpers: atomic writes, checksums, transparent .gz reading."""
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -74,7 +75,9 @@ def _write_atomic(path: Path, write) -> None:
             write(f)
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)  # a full disk or a crash leaves nothing behind
+        # A full disk or a crash leaves nothing behind; on a read-only disk there is nothing to remove.
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -29,7 +29,7 @@ from mach.checkpoints import (
     remove_unfinished_saves,
     repair_state_file,
 )
-from mach.data.prepare import load_lookups
+from mach.data.prepare import damaged_shards, load_lookups
 from mach.data.tfrecords import read_batches, rows_to_model_input, tfrecord_files
 from mach.files import read_json, write_json_atomic
 from mach.identity import check_repetition, data_fingerprint, write_repetition_config
@@ -109,7 +109,7 @@ def _manager(cfg, rep: Repetition) -> tf.train.CheckpointManager:
     return tf.train.CheckpointManager(rep.checkpoint, str(rep.dir), max_to_keep=keep)
 
 
-def _start(cfg, reps: list[Repetition], overwrite: bool, data: str, log) -> None:
+def _start(cfg, reps: list[Repetition], overwrite: bool, data: str, policy, log) -> None:
     """Resume or plan to replace each repetition's checkpoints; nothing is deleted here.
 
     All repetitions are checked before any file is written, so a refused run leaves the disk as it was.
@@ -141,7 +141,7 @@ def _start(cfg, reps: list[Repetition], overwrite: bool, data: str, log) -> None
             latest = repair_state_file(rep.dir, log)
             rep.manager = _manager(cfg, rep)
             _restore(rep, rep.manager.latest_checkpoint)
-            weights.forget_after(rep.dir, latest)
+            weights.recover(rep.dir, latest, rep.model.arrays, policy, log)
             resumed.append(f"r{rep.r}:{latest}")
             continue
         rep.dir.mkdir(parents=True, exist_ok=True)
@@ -227,7 +227,7 @@ def train_repetitions(
         f"steps_per_epoch={steps_per_epoch} repetitions={_ranges(repetitions)} run={cfg.run_dir()} "
         f"first_layer_update={'lazy_adam' if sparse else 'dense_adam'}"
     )
-    locks = []
+    locks, reps = [], []
     try:
         for r in repetitions:
             locks.append(
@@ -239,28 +239,41 @@ def train_repetitions(
         reps = [Repetition(cfg, r) for r in repetitions]
         if cfg.keep_checkpoints == 0:
             _check_room_for_every_checkpoint(cfg, reps, log)
-        _start(cfg, reps, overwrite, data_fingerprint(data_manifest), log)
         policy = _weights_policy(cfg, reps, log)
+        _start(cfg, reps, overwrite, data_fingerprint(data_manifest), policy, log)
         finished = [rep for rep in reps if int(rep.epoch.numpy()) >= cfg.epochs]
         if finished:
             log(
                 f"already_trained repetitions={_ranges([rep.r for rep in finished])} "
                 f"epochs={cfg.epochs}: left as they are"
             )
-        _train_epochs(
-            cfg,
-            [rep for rep in reps if rep not in finished],
-            files,
-            rows,
-            steps_per_epoch,
-            policy,
-            log,
-        )
+        try:
+            _train_epochs(
+                cfg,
+                [rep for rep in reps if rep not in finished],
+                files,
+                rows,
+                steps_per_epoch,
+                policy,
+                log,
+            )
+        except tf.errors.DataLossError:
+            # A shard whose bytes changed (its size unchanged): name it, and the fix.
+            damaged = damaged_shards(cfg.tfrecord_dir(), data_manifest) or files
+            raise ValueError(
+                f"{', '.join(map(str, damaged))}: the TFRecords are damaged; re-run `python "
+                f"preprocess.py --dataset {cfg.name}` with the same options (it rewrites damaged "
+                "shards), then train again: the finished epochs are kept"
+            ) from None
         return [
             _saved_summary(cfg, rep, rows) if rep in finished else _finish(cfg, rep, rows, policy)
             for rep in reps
         ]
     finally:
+        # A failed --overwrite leaves no new directory: the old models stay as they were.
+        for rep in reps:
+            if rep.replacing:
+                shutil.rmtree(rep.dir, ignore_errors=True)
         for lock in locks:
             lock.release()
 

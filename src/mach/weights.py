@@ -49,7 +49,7 @@ def read_manifest(ckpt_dir: Path) -> dict:
     if not path.exists():
         return {"epochs": {}}
     return read_json_checked(
-        path, "train the run again with --resume, which rewrites it from the latest checkpoint"
+        path, "run the same train.py command again: it rewrites it from the last checkpoint"
     )
 
 
@@ -74,14 +74,32 @@ def save_epoch(
         epoch_file(ckpt_dir, e).unlink(missing_ok=True)
 
 
-def forget_after(ckpt_dir: Path, epoch: int) -> None:
-    """Drop the weights of epochs after `epoch` (a resumed run writes them again)."""
-    manifest = read_manifest(ckpt_dir)
-    later = [e for e in manifest["epochs"] if int(e) > epoch]
-    for e in later:
-        del manifest["epochs"][e]
-    if later:
-        write_json_atomic(ckpt_dir / MANIFEST, manifest)
+def recover(ckpt_dir: Path, epoch: int, arrays_of, policy: tuple[str, str], log) -> None:
+    """After a resume from the full checkpoint of `epoch`: weights.json lists the intact files of the
+    epochs up to it (later ones are trained again), and the weights of `epoch` itself, re-written from
+    the checkpoint (arrays_of()) when they are missing or damaged, or weights.json is."""
+    try:
+        listed = read_manifest(ckpt_dir)["epochs"]
+    except ValueError:
+        listed = {}
+        log(
+            f"repaired={ckpt_dir / MANIFEST} (it was damaged; the epochs before {epoch} are dropped)"
+        )
+    kept = {
+        e: digest
+        for e, digest in listed.items()
+        if int(e) <= epoch
+        and epoch_file(ckpt_dir, int(e)).is_file()
+        and sha256_file(epoch_file(ckpt_dir, int(e))) == digest
+    }
+    damaged = sorted(int(e) for e in listed if int(e) <= epoch and e not in kept)
+    if damaged:
+        log(f"dropped_epoch_weights={damaged} dir={ckpt_dir} (missing or damaged files)")
+    write_json_atomic(
+        ckpt_dir / MANIFEST, {"epochs": kept, "policy": policy[0], "reason": policy[1]}
+    )
+    if str(epoch) not in kept:
+        save_epoch(ckpt_dir, epoch, arrays_of(), *policy)
 
 
 def load_epoch(ckpt_dir: Path, epoch: int, fix: str) -> list[np.ndarray]:

@@ -4,7 +4,7 @@
 // rows of the row's features (value x W[slot]), every later layer the rows of the units the ReLU
 // left positive. So a row reads only those weight rows: a Delicious row (18 features, 75% of the
 // first layer's units at zero) reads ~11 MB of the 16 networks' 70 MB. TensorFlow's matmul reads
-// them all, which bounds a single row at the memory's speed (README, "Training speed and its limits").
+// them all, which bounds a single row at the memory's speed (experiments/efficiency).
 //
 // Exactness: h = sum_k x_k * W[i_k, :] in order of k (features in row order; units in index order),
 // accumulated from zero in float32, then + bias, then ReLU: mach.compiled_forward.forward_numpy

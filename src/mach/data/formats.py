@@ -329,17 +329,28 @@ def resolve_sizes(
     return sizes[0], sizes[1]
 
 
-def iter_rows(path: Path, n_features: int, n_labels: int, fmt: str = "xc") -> Iterator[Row]:
-    """The rows of one file, skipping blank lines; checks an xc header's row count at the end."""
+def _row_lines(path: Path, fmt: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each row of a file. Without a header a blank line is never a row;
+    with an xc header `N D L`, the N lines after it are the rows, blank ones included (a row with
+    neither labels nor features is written as a blank line), and blank lines after them are not."""
     header, n_rows, line_no = None, 0, 0
     for line_no, line in _lines(path):
-        if not line.strip():
-            continue
-        if fmt == "xc" and n_rows == 0 and header is None:
+        if header is None and n_rows == 0 and fmt == "xc" and line.strip():
             header = _parse_header(line, path, line_no)
             if header is not None:
                 continue
-        yield parse_line(line, path, line_no, n_features, n_labels, fmt)
+        if header is None and not line.strip():
+            continue
+        if header is not None and n_rows == header.n_rows:
+            if not line.strip():
+                continue
+            raise DataFormatError(
+                path,
+                line_no,
+                f"header announces {header.n_rows} rows but the file has more",
+                "the header's N to equal the number of data lines",
+            )
+        yield line_no, line
         n_rows += 1
     if line_no == 0:
         raise DataFormatError(path, None, "the file is empty", "one row per line")
@@ -354,14 +365,19 @@ def iter_rows(path: Path, n_features: int, n_labels: int, fmt: str = "xc") -> It
             path,
             line_no,
             f"header announces {header.n_rows} rows but the file has {n_rows}",
-            "the header's N to equal the number of non-blank data lines",
+            "the header's N to equal the number of data lines",
         )
 
 
+def iter_rows(path: Path, n_features: int, n_labels: int, fmt: str = "xc") -> Iterator[Row]:
+    """The rows of one file (_row_lines says which lines are rows), each checked against D and K."""
+    for line_no, line in _row_lines(path, fmt):
+        yield parse_line(line, path, line_no, n_features, n_labels, fmt)
+
+
 def count_rows(path: Path, fmt: str = "xc") -> int:
-    """Rows of a file without parsing them: non-blank lines, less the xc header."""
-    n_lines = sum(1 for _, line in _lines(path) if line.strip())
-    return n_lines - (read_header(path, fmt) is not None)
+    """Rows of a file without parsing them."""
+    return sum(1 for _ in _row_lines(path, fmt))
 
 
 def scan_sizes(paths: list[Path], fmt: str) -> tuple[int, int]:

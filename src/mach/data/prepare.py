@@ -341,7 +341,7 @@ def default_epochs(train_rows: int, batch_size: int) -> int:
     """Epochs for a config that leaves them open: 10, or enough for MIN_STEPS optimiser steps.
 
     10 epochs of a thousand rows are only 40 steps of 256: too few for Adam (medical, scene); well
-    past 100 steps such small sets overfit (enron). README, "Defaults on new data".
+    past 100 steps such small sets overfit (enron): experiments/defaults-devsuite.
     """
     steps_per_epoch = max(1, math.ceil(train_rows / batch_size))
     return max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))

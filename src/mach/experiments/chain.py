@@ -7,6 +7,7 @@ write (train.json, metrics*.json), never from their log text.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import shlex
@@ -16,8 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mach.cli import config_from_args
 from mach.files import read_json
-from mach.presets import CLONE
+from mach.presets import CLONE, load_presets
 
 
 class StepError(RuntimeError):
@@ -115,9 +117,31 @@ def config_flags(
     return flags
 
 
+def chain_config(cfg_name: str, work_dir: Path, sets: list[str], data_dir: Path | None = None):
+    """The Config the scripts resolve from config_flags(cfg_name, work_dir, sets, data_dir), with the
+    sizes preprocess found (D, K, and B and epochs where chosen from the data): call it after
+    preprocess, to find the run's train.json and metrics."""
+    from mach.data.prepare import load_data_manifest, with_data_sizes  # imports TensorFlow
+
+    args = argparse.Namespace(
+        dataset=cfg_name,
+        overrides=list(sets),
+        work_dir=str(work_dir),
+        data_dir=None if data_dir is None else str(data_dir),
+    )
+    cfg = config_from_args(args, *load_presets())
+    return with_data_sizes(cfg, load_data_manifest(cfg))
+
+
 def train_summaries(cfg) -> list[dict]:
     """train.json of repetitions 0..R-1 (what train.py wrote when each finished)."""
     return [read_json(cfg.ckpt_dir(r) / "train.json") for r in range(cfg.R)]
+
+
+def examples_per_s(summary: dict) -> float:
+    """Training rows per second of one repetition over all its epochs, from its train.json (of a
+    run trained in one go: a resumed run's wall_s counts only the epochs of its last process)."""
+    return summary["train_rows"] * summary["epochs"] / max(summary["wall_s"], 1e-9)
 
 
 def read_metrics(cfg, name: str = "metrics.json") -> dict:

@@ -169,7 +169,8 @@ def parse_lines(lines: tf.Tensor, fmt: str, n_features: int):
     """[batch] text rows (xc or libsvm, labels ignored) -> indices [nnz] int64 (0-based), values [nnz]
     float32, row_splits [batch+1] int64. A malformed line fails with its index and text."""
     tokens = tf.strings.split(lines)  # ragged [batch, None]; blank lines are rows without features
-    first = tokens[:, :1].to_tensor(default_value="")[:, 0]
+    # shape [batch, 1] even when no row has a token (an empty batch, or only blank lines)
+    first = tokens[:, :1].to_tensor(default_value="", shape=[None, 1])[:, 0]
     # As xcformat: a leading space, or a first token with ':', means the row has no labels.
     has_labels = (
         ~tf.strings.regex_full_match(lines, r"(?s)\s.*")
