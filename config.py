@@ -34,7 +34,8 @@ OFFICIAL = dict(
     adam_epsilon=1e-8,
     sparse_first_layer="off",
 )
-# The precursor code (tinytinyeye/MACH @ cfeeab5): linear softmax classifiers, Adam defaults.
+# The precursor code (tinytinyeye/MACH @ cfeeab5): linear softmax classifiers, Adam defaults, and
+# prediction by the mean of the R softmax probabilities (score="probs" ranks the same).
 PRECURSOR = dict(
     recipe="precursor",
     loss="softmax",
@@ -43,6 +44,8 @@ PRECURSOR = dict(
     hidden=(),
     lr=1e-3,
     sparse_first_layer="off",
+    score="probs",
+    label_base=1,  # Vowpal Wabbit's recall_tree files number classes from 1
 )
 
 
@@ -135,7 +138,8 @@ DATASETS: dict[str, Config] = {
         **OFFICIAL,
     ),
     # ODP. Source: tinytinyeye/MACH @ cfeeab5, src/odp/ (linear softmax classifiers, batch 64, 5
-    # epochs, AdamOptimizer() defaults). B=32, R=50 are the paper's ODP setting. Data: Vowpal Wabbit text.
+    # epochs, AdamOptimizer() defaults; B=32, R=50 from its README's `odp_demo.py -b 32 -r 50`).
+    # Data: Vowpal Wabbit text, classes from 1 and features from 1001 (src/odp/util.py).
     #   python reproduce.py --dataset odp --data-dir ~/data
     #   status: not run on the real data; the precursor paper reports 19.28% top-1 accuracy.
     "odp": preset(
@@ -143,6 +147,7 @@ DATASETS: dict[str, Config] = {
         train_file="ODP/train.vw",
         test_file="ODP/test.vw",
         format="vw",
+        feature_base=1001,
         B=32,
         R=50,
         batch_size=64,
@@ -151,8 +156,8 @@ DATASETS: dict[str, Config] = {
         adam_epsilon=1e-8,
     ),
     # ImageNet-22K (6,144 dense features). Source: tinytinyeye/MACH @ cfeeab5, src/imagenet/ (linear
-    # softmax, batch 256, 3 epochs, Adam epsilon 1.0). B and R are command-line arguments there and the
-    # paper's ImageNet setting is not recorded: B=512, R=20 are this project's choice.
+    # softmax, batch 256, 3 epochs, Adam epsilon 1.0; B=512, R=20 from its README's
+    # `imagenet_demo.py -b 512 -r 20`). Data: Vowpal Wabbit text, classes from 1.
     #   python reproduce.py --dataset imagenet22k --data-dir ~/data
     #   status: not run on the real data; no published value recorded.
     "imagenet22k": preset(

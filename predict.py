@@ -112,8 +112,10 @@ def _predict(args, log) -> int:
             textio.open_input(args.input) as stream,
             open(tmp, "w") if tmp else contextlib.nullcontext(sys.stdout) as out,
         ):
+            # The training files' id bases hold for rows in the training format.
+            bases = predictor.bases if fmt == predictor.format else None
             rows = textio.read_text_rows(
-                stream, args.input, fmt, predictor.n_features, args.skip_bad, counts
+                stream, args.input, fmt, predictor.n_features, args.skip_bad, counts, bases
             )
             writer = textio.Writer(out, out_format, names)
             textio.predict_rows(predictor, rows, k, args.batch_size, writer, counts, log)

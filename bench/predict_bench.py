@@ -109,7 +109,7 @@ def serving_paths(cfg, data_manifest: dict, args, log) -> dict:
             lookups = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
             inverse = load_inverse_lookups(cfg, lookups)
         module = export.build(cfg, reps, cfg.top_k, merge, inverse, cfg.epochs)
-        path = export.save(module, Path(tmp), 1)
+        path = export.write_savedmodel(module, Path(tmp), 1)
         log(f"exported={path} merge={merge.name(cfg.B)}")
         model = predictors.SavedModelPredictor(path)
 

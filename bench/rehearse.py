@@ -72,7 +72,7 @@ def write_data(spec, preset, data_dir: Path, train_rows: int, test_rows: int) ->
     if preset.format != "vw":
         return {split: data_dir / f"{split}.txt" for split in ("train", "test")}
     for split in ("train", "test"):
-        chain.xc_to_vw(data_dir / f"{split}.txt", data_dir / f"{split}.vw")
+        chain.xc_to_vw(data_dir / f"{split}.txt", data_dir / f"{split}.vw", preset.id_bases())
     return {split: data_dir / f"{split}.vw" for split in ("train", "test")}
 
 

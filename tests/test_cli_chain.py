@@ -9,9 +9,6 @@ import numpy as np
 import pytest
 from conftest import cli_flags, run_dir_of
 
-# Trains models or runs scripts: left out by `make test-fast`.
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +17,7 @@ def run(script, tiny_files, work, *flags):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=work.parent)
 
 
+@pytest.mark.slow
 def test_preprocess_train_evaluate(tiny_files, tmp_path):
     work = tmp_path / "work"
     prep = run("preprocess.py", tiny_files, work)
@@ -46,6 +44,7 @@ def test_preprocess_train_evaluate(tiny_files, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["metrics"] == metrics["metrics"]
 
 
+@pytest.mark.slow
 def test_variants_get_their_own_runs_and_mismatches_are_refused(tiny_files, tmp_path):
     work = tmp_path / "work"
     assert run("preprocess.py", tiny_files, work).returncode == 0
@@ -55,9 +54,13 @@ def test_variants_get_their_own_runs_and_mismatches_are_refused(tiny_files, tmp_
     assert "--list` lists the runs" in other.stderr and "Traceback" not in other.stderr
     # A variant trains beside the first run, with no flag to ask for it, and without a second preprocess.
     assert run("train.py", tiny_files, work, "--set", "hidden=(32,)").returncode == 0
+    # A tag still names a variant of the same settings.
+    tagged = run("train.py", tiny_files, work, "--set", "tag=again")
+    assert tagged.returncode == 0 and "R2-hidden16-batch_size16-epochs1-again" in tagged.stdout
     listed = run("evaluate.py", tiny_files, work, "--list")
     assert "R2-hidden16-batch_size16-epochs1 " in listed.stdout
     assert "R2-hidden32-batch_size16-epochs1 " in listed.stdout
+    assert "R2-hidden16-batch_size16-epochs1-again " in listed.stdout
     # Naming a run whose model differs from the settings given is refused.
     named = "--set", "run=R2-hidden16-batch_size16-epochs1"
     mixed = run("evaluate.py", tiny_files, work, *named, "--set", "hidden=(32,)")
@@ -67,6 +70,7 @@ def test_variants_get_their_own_runs_and_mismatches_are_refused(tiny_files, tmp_
     )
 
 
+@pytest.mark.slow
 def test_bad_data_is_a_clear_error_with_nothing_written(tiny_files, tmp_path):
     tiny_files["train"].write_text("2 30 50\n1,2 0:1\n3 4:x\n")
     work = tmp_path / "work"
@@ -76,6 +80,7 @@ def test_bad_data_is_a_clear_error_with_nothing_written(tiny_files, tmp_path):
     assert not (work / "tinycli" / "tfrecords").exists()
 
 
+@pytest.mark.slow
 def test_multiclass_data_reports_top1_accuracy(tmp_path):
     """Every row has one label (as in the paper's ODP and ImageNet runs): evaluate adds top-1 accuracy."""
     from conftest import format_rows

@@ -282,10 +282,11 @@ def test_probs_merge_equals_evaluate(trained):
 
 
 @pytest.mark.slow
-def test_versions_and_saved_model_cli(trained, tmp_path):
+def test_versions_and_saved_model_cli(trained, tmp_path, capsys):
     files, work = trained
     flags = [*cli_flags(files, "tinyexp", work), "--out", str(tmp_path / "m")]
     assert export_script.main(flags) == 0
+    assert ".tmp-" not in capsys.readouterr().out  # no temporary directory's name in the log
     assert export_script.main(flags) == 0  # the next free version
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["1", "2"]
     assert export_script.main([*flags, "--version", "2"]) == 2  # exists: a user error

@@ -18,7 +18,6 @@ import predict as predict_script
 from mach.cli import add_config_flags, config_from_args
 from mach.data.prepare import load_data_manifest, with_data_sizes
 
-pytestmark = pytest.mark.slow  # trains a tiny model and exports it
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -67,6 +66,7 @@ def check_equal_to_evaluate(records, model, k=5):
     )
 
 
+@pytest.mark.slow
 def test_savedmodel_from_gzipped_stdin_equals_evaluate(model):
     data = gzip.compress(model["files"]["test"].read_bytes())
     done = subprocess.run(
@@ -92,6 +92,7 @@ def test_savedmodel_from_gzipped_stdin_equals_evaluate(model):
         ("run_dir", "tensorflow", 7),
     ],
 )
+@pytest.mark.slow
 def test_work_directory_equals_evaluate(model, capsys, which, forward, batch):
     path = model["run_dir"] if which == "run_dir" else model["run_dir"].parent
     argv = ["--model", str(path), "--input", str(model["files"]["test"])]
@@ -100,6 +101,7 @@ def test_work_directory_equals_evaluate(model, capsys, which, forward, batch):
     check_equal_to_evaluate(read_jsonl(capsys.readouterr().out), model)
 
 
+@pytest.mark.slow
 def test_tsv_output_with_label_names_and_top_k(model, tmp_path):
     names = tmp_path / "names.txt"
     names.write_text("".join(f"label {i}\n" for i in range(50)))
@@ -121,6 +123,7 @@ def test_tsv_output_with_label_names_and_top_k(model, tmp_path):
     assert record["names"] == [f"label {c}" for c in record["labels"]]
 
 
+@pytest.mark.slow
 def test_a_bad_row_is_an_error_naming_its_line_or_skipped(model, tmp_path, capsys):
     rows = tmp_path / "rows.txt"
     rows.write_text(" 1:1 2:1\n\n1,2 4:x\n 3:0.5\n")
@@ -135,6 +138,7 @@ def test_a_bad_row_is_an_error_naming_its_line_or_skipped(model, tmp_path, capsy
     assert [r["line"] for r in read_jsonl(out.read_text())] == [1, 4]
 
 
+@pytest.mark.slow
 def test_clear_errors_for_the_model_and_flags(model, tmp_path, capsys):
     argv = ["--model", str(model["models"]), "--input", str(model["files"]["test"])]
     assert predict_script.main([*argv, "--top-k", "6"]) == 2

@@ -49,10 +49,13 @@ PAPER = {
         R=50,
         batch_size=64,
         epochs=5,
+        feature_base=1001,  # ODP's features start at 1001 (src/odp/util.py)
     ),
     "imagenet22k": dict(
         hidden=(),
         loss="softmax",
+        B=512,
+        R=20,
         batch_size=256,
         epochs=3,
         adam_epsilon=1.0,
@@ -77,7 +80,13 @@ def test_paper_presets_equal_the_official_settings(name):
         expected.update(MULTILABEL_OFFICIAL)
     else:
         expected.update(
-            recipe="precursor", normalize="none", dropout=0.0, lr=1e-3, sparse_first_layer="off"
+            recipe="precursor",
+            normalize="none",
+            dropout=0.0,
+            lr=1e-3,
+            sparse_first_layer="off",
+            score="probs",  # the precursor predicts by the mean of the R softmax probabilities
+            label_base=1,  # recall_tree files number classes from 1
         )
     # D, K and the propensity model come from the one table of dataset facts.
     facts = FACTS[name]

@@ -1,4 +1,4 @@
-"""train.sh --ray and evaluate.py --ray on a local two-node Ray cluster (issue #14).
+"""train.sh --ray and evaluate.py --ray on a local two-node Ray cluster.
 
 Two `ray start` nodes of 1 CPU each on loopback addresses: R=4 repetitions in tasks of 2, one task
 killed mid-epoch on its first attempt, retried and resumed; checkpoints byte-identical to train.py;
@@ -30,7 +30,6 @@ HEAD_IP = (
 SETTINGS = {"B": 8, "hidden": (16,), "epochs": 2, "batch_size": 16, "eval_batch_size": 8}
 SETTINGS["checkpoint_interval_s"] = 0.0
 
-pytestmark = [pytest.mark.slow]
 needs_ray = pytest.mark.skipif(
     not RAY.exists(), reason="Ray is not installed (pip install -e .[ray]; CI installs it)"
 )
@@ -231,6 +230,7 @@ def run_dir(work: Path) -> Path:
     return run_dir_of(work, "tinyray")
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_killed_task_is_retried_resumed_and_ends_byte_identical_to_train_py(cluster, trained):
     done = trained["done"]
@@ -259,6 +259,7 @@ def test_a_killed_task_is_retried_resumed_and_ends_byte_identical_to_train_py(cl
             ).read_bytes(), f"r={r} {name}"
 
 
+@pytest.mark.slow
 @needs_ray
 def test_evaluation_through_ray_equals_local_evaluation(cluster, tiny, trained):
     import evaluate
@@ -279,6 +280,7 @@ def test_evaluation_through_ray_equals_local_evaluation(cluster, tiny, trained):
     assert set(through_ray["sweep_R"]) == {"1", "2", "4"}
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_relaunch_launches_nothing_and_refuses_another_config(cluster, tiny, trained):
     work = trained["work"]
@@ -296,6 +298,7 @@ def test_a_relaunch_launches_nothing_and_refuses_another_config(cluster, tiny, t
     assert "cannot resume" in other.stderr and "hidden: trained with [16], now [32]" in other.stderr
 
 
+@pytest.mark.slow
 @needs_ray
 def test_status_logs_and_stop_of_a_running_launch(cluster, tiny, trained):
     work = trained["work"]
@@ -328,6 +331,7 @@ def test_status_logs_and_stop_of_a_running_launch(cluster, tiny, trained):
     assert sizes == [(jobs / f"r0{r}.log").stat().st_size for r in range(2)]
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_node_that_cannot_see_the_work_dir_stops_the_launch(cluster, tiny, trained):
     # A third node in its own mount namespace, where an empty tmpfs hides the work directory.
@@ -359,6 +363,7 @@ def test_a_node_that_cannot_see_the_work_dir_stops_the_launch(cluster, tiny, tra
     assert jobs == {p: p.stat().st_mtime for p in (work / "tinyray" / "ray-jobs").glob("*.job")}
 
 
+@pytest.mark.slow
 @needs_ray
 def test_a_bad_cluster_address_is_one_clear_error(tiny, tmp_path):
     closed = free_port()
@@ -372,6 +377,7 @@ def test_a_bad_cluster_address_is_one_clear_error(tiny, tmp_path):
     assert malformed.returncode == 2 and "--ray headnode: expected HOST:PORT" in malformed.stderr
 
 
+@pytest.mark.slow
 def test_ray_not_installed_is_one_clear_error(tiny, tmp_path):
     """`import ray` fails (None in sys.modules): the launcher and evaluate.py say what to do."""
     no_ray = "import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; "

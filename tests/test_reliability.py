@@ -17,9 +17,6 @@ from mach.config import apply_overrides
 from mach.data.prepare import prepare_lookups, prepare_tfrecords, with_data_sizes
 from mach.training import train_repetitions
 
-# Trains models or runs scripts: left out by `make test-fast`.
-pytestmark = pytest.mark.slow
-
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -41,6 +38,7 @@ def trained(tiny_cfg):
     return cfg, manifest
 
 
+@pytest.mark.slow
 def test_another_model_in_the_same_run_is_refused_and_deletes_nothing(trained):
     cfg, manifest = trained
     before = checkpoint_bytes(cfg.ckpt_dir(0))
@@ -50,6 +48,7 @@ def test_another_model_in_the_same_run_is_refused_and_deletes_nothing(trained):
     assert checkpoint_bytes(cfg.ckpt_dir(0)) == before
 
 
+@pytest.mark.slow
 def test_overwrite_keeps_the_old_model_until_the_new_one_saves_an_epoch(trained, monkeypatch):
     cfg, manifest = trained
     before = checkpoint_bytes(cfg.ckpt_dir(0))
@@ -76,6 +75,7 @@ def test_overwrite_keeps_the_old_model_until_the_new_one_saves_an_epoch(trained,
     assert leftovers == []  # neither copy is left behind
 
 
+@pytest.mark.slow
 def test_resume_leaves_finished_repetitions_alone(trained):
     cfg, manifest = trained
     before = checkpoint_bytes(cfg.ckpt_dir(1))
@@ -89,6 +89,7 @@ def test_resume_leaves_finished_repetitions_alone(trained):
 @pytest.mark.parametrize(
     "state", [None, "garbage {{{ not a proto", 'model_checkpoint_path: "ckpt-9"\n']
 )
+@pytest.mark.slow
 def test_resume_recovers_from_a_missing_or_garbage_state_file(tiny_cfg, state):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
     train_repetitions(cfg, [0], manifest, quiet)
@@ -105,6 +106,7 @@ def test_resume_recovers_from_a_missing_or_garbage_state_file(tiny_cfg, state):
     assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2]
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_is_refused_with_the_file_named(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))
     train_repetitions(cfg, [0], manifest, quiet)
@@ -113,12 +115,14 @@ def test_an_unreadable_checkpoint_is_refused_with_the_file_named(tiny_cfg):
         train_repetitions(dataclasses.replace(cfg, epochs=2), [0], manifest, quiet)
 
 
+@pytest.mark.slow
 def test_keep_checkpoints_0_keeps_every_epoch(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=3, keep_checkpoints=0))
     train_repetitions(cfg, [0], manifest, quiet)
     assert complete_epochs(cfg.ckpt_dir(0)) == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_second_trainer_of_the_same_repetition_is_refused_with_the_holders_pid(tiny_cfg):
     cfg, manifest = preprocess(tiny_cfg)
     lock = RepetitionLock(cfg.run_dir() / "ckpt" / ".r01.lock", "repetition r=1")
@@ -133,6 +137,7 @@ def test_a_second_trainer_of_the_same_repetition_is_refused_with_the_holders_pid
     train_repetitions(cfg, [0, 1], manifest, quiet)  # free again once released
 
 
+@pytest.mark.slow
 def test_a_truncated_shard_is_refused_by_training(tiny_cfg):
     cfg, manifest = preprocess(tiny_cfg)
     shard = cfg.tfrecord_dir() / manifest["train"]["shards"][0]
@@ -142,6 +147,7 @@ def test_a_truncated_shard_is_refused_by_training(tiny_cfg):
         train_repetitions(cfg, [0], manifest, quiet)
 
 
+@pytest.mark.slow
 def test_rows_read_are_checked_against_the_manifest(tiny_cfg):
     cfg, manifest = preprocess(tiny_cfg)
     lying = {**manifest, "train": {**manifest["train"], "rows": 65}}
@@ -172,6 +178,7 @@ def test_every_config_field_is_validated_with_key_and_range(pair, message):
         apply_overrides(config.BASE, ["B=64", pair])
 
 
+@pytest.mark.slow
 def test_train_py_refuses_b_larger_than_k_found_in_the_data(tiny_files, tmp_path):
     work = tmp_path / "work"
     flags = cli_flags(tiny_files, "tinyrel", work, B=64)
@@ -182,6 +189,7 @@ def test_train_py_refuses_b_larger_than_k_found_in_the_data(tiny_files, tmp_path
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_train_py_trains_a_variant_beside_the_model_and_overwrite_replaces_it(tiny_files, tmp_path):
     work = tmp_path / "work"
     flags = cli_flags(tiny_files, "tinyrel", work)
@@ -207,6 +215,7 @@ def test_train_py_trains_a_variant_beside_the_model_and_overwrite_replaces_it(ti
     assert np.array(complete_epochs(first / "ckpt" / "r00")).size
 
 
+@pytest.mark.slow
 def test_damaged_label_counts_are_refused_and_preprocess_repairs_them(tiny_cfg):
     from mach.data.prepare import LABEL_COUNTS, load_label_counts
 
@@ -223,6 +232,7 @@ def test_damaged_label_counts_are_refused_and_preprocess_repairs_them(tiny_cfg):
     assert load_label_counts(cfg, manifest).sum() > 0
 
 
+@pytest.mark.slow
 def test_a_damaged_lookup_is_rebuilt_byte_for_byte_by_preprocess(tiny_cfg):
     from mach.data.prepare import load_lookups
 
@@ -239,6 +249,7 @@ def test_a_damaged_lookup_is_rebuilt_byte_for_byte_by_preprocess(tiny_cfg):
     load_lookups(cfg, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["lookups", "tfrecords"])
 def test_a_damaged_manifest_is_named_or_rewritten(tiny_cfg, which):
     from mach.data.prepare import load_data_manifest, load_lookups
@@ -258,6 +269,7 @@ def test_a_damaged_manifest_is_named_or_rewritten(tiny_cfg, which):
         assert load_data_manifest(cfg)["train"]["rows"] == 64
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_config_is_named(trained):
     from mach.identity import read_repetition_config
 
@@ -267,6 +279,7 @@ def test_a_damaged_checkpoint_config_is_named(trained):
         read_repetition_config(cfg, 0)
 
 
+@pytest.mark.slow
 def test_leftovers_of_dead_processes_are_removed_on_the_next_run(tiny_cfg):
     cfg, _ = preprocess(tiny_cfg)
     dead = _dead_pid()
@@ -290,6 +303,7 @@ def _dead_pid() -> int:
     return child.pid
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_clear_message_and_leaves_no_temporary_file(
     tiny_files, tmp_path, monkeypatch
 ):
@@ -367,6 +381,7 @@ def one_line_error(capsys, *parts) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_a_shard_with_flipped_bytes_is_named_and_preprocess_rewrites_it(chain, capsys):
     tfrecords = chain.work / "tinyrel" / "tfrecords"
     for split in ["train", "test"]:
@@ -384,6 +399,7 @@ def test_a_shard_with_flipped_bytes_is_named_and_preprocess_rewrites_it(chain, c
         assert shard.read_bytes() == good
 
 
+@pytest.mark.slow
 def test_predict_reports_a_truncated_gz_in_one_line(chain, tmp_path, capsys):
     import gzip
 
@@ -399,6 +415,7 @@ def test_predict_reports_a_truncated_gz_in_one_line(chain, tmp_path, capsys):
     assert b"<stdin>: the compressed input is damaged or cut short" in done.stderr
 
 
+@pytest.mark.slow
 def test_predict_into_a_closed_pipe_stops_quietly(chain):
     rows = "".join(chain.files["train"].read_text().splitlines(True)[1:]) * 20  # no header
     command = f"'{sys.executable}' '{REPO / 'predict.py'}' --model '{chain.run_dir}' | head -1"
@@ -407,6 +424,7 @@ def test_predict_into_a_closed_pipe_stops_quietly(chain):
     assert "Error" not in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_savedmodel_or_its_metadata_is_one_line(chain, tmp_path, capsys):
     import shutil
 
@@ -433,6 +451,7 @@ def test_a_damaged_savedmodel_or_its_metadata_is_one_line(chain, tmp_path, capsy
     one_line_error(capsys, "r00/config.json is damaged")
 
 
+@pytest.mark.slow
 def test_predict_lines_takes_an_empty_batch_and_blank_lines(chain, tmp_path):
     assert chain("export", "--out", str(tmp_path / "m")) == 0
     loaded = tf.saved_model.load(str(tmp_path / "m" / "1"))
@@ -443,6 +462,7 @@ def test_predict_lines_takes_an_empty_batch_and_blank_lines(chain, tmp_path):
     assert blank["labels"].shape == (2, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["preprocess", "train", "evaluate", "export", "predict"])
 def test_a_read_only_disk_is_one_line_and_changes_nothing(
     chain, tmp_path, capsys, monkeypatch, script
@@ -484,6 +504,7 @@ def test_a_read_only_disk_is_one_line_and_changes_nothing(
         assert after == before
 
 
+@pytest.mark.slow
 def test_an_unfinished_run_with_repetitions_at_different_epochs_is_refused(chain, capsys):
     from mach import weights
 
@@ -503,6 +524,7 @@ def test_an_unfinished_run_with_repetitions_at_different_epochs_is_refused(chain
     assert json.loads((chain.run_dir / "metrics-epoch1.json").read_text())["epoch"] == 1
 
 
+@pytest.mark.slow
 def test_a_stale_checkpoint_state_file_changes_nothing(chain, capsys):
     assert chain("evaluate") == 0
     before = json.loads((chain.run_dir / "metrics.json").read_text())["metrics"]
@@ -516,6 +538,7 @@ def test_a_stale_checkpoint_state_file_changes_nothing(chain, capsys):
     assert "already_trained repetitions=0-1" in out and "repaired=" in out
 
 
+@pytest.mark.slow
 def test_training_data_changed_under_the_same_name_is_refused(chain, capsys):
     from conftest import format_rows, make_rows
 
@@ -528,6 +551,7 @@ def test_training_data_changed_under_the_same_name_is_refused(chain, capsys):
     assert chain("train", "--overwrite") == 0 and chain("evaluate") == 0
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_an_overwrite_keeps_the_old_model_and_leaves_nothing(
     chain, capsys, monkeypatch
 ):
@@ -559,6 +583,7 @@ def test_a_full_disk_during_an_overwrite_keeps_the_old_model_and_leaves_nothing(
     assert chain("train") == 0 and complete_epochs(r00)[-1] == 2
 
 
+@pytest.mark.slow
 def test_an_interrupted_overwrite_is_put_back(chain, capsys):
     import shutil
 
@@ -577,6 +602,7 @@ def test_an_interrupted_overwrite_is_put_back(chain, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_a_killed_grouped_evaluation_leaves_no_spill_behind(chain):
     spill = chain.run_dir / f".eval-logits.tmp-{_dead_pid()}"
     spill.mkdir()
@@ -585,6 +611,7 @@ def test_a_killed_grouped_evaluation_leaves_no_spill_behind(chain):
     assert not list(chain.run_dir.glob(".eval-logits*"))
 
 
+@pytest.mark.slow
 def test_a_damaged_weights_manifest_is_named_and_training_rewrites_it(chain, capsys):
     (chain.run_dir / "ckpt" / "r00" / "weights.json").write_text("{")
     assert chain("evaluate") == 2
@@ -592,6 +619,7 @@ def test_a_damaged_weights_manifest_is_named_and_training_rewrites_it(chain, cap
     assert chain("train") == 0 and chain("evaluate") == 0
 
 
+@pytest.mark.slow
 def test_new_sizes_under_the_same_name_keep_the_old_models(chain, capsys):
     import gzip
 

@@ -11,11 +11,8 @@ import pytest
 from conftest import run_dir_of
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.slow]  # runs train.sh and trains: left out by `make test-fast`
-pytestmark.append(
-    pytest.mark.skipif(
-        shutil.which("tmux") is None, reason="train.sh needs tmux (.ci/run installs it)"
-    )
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="train.sh needs tmux (.ci/run installs it)"
 )
 
 
@@ -57,6 +54,7 @@ def run_train_sh(tiny_files, work, *flags, r_flag=True):
     )
 
 
+@pytest.mark.slow
 def test_train_sh_runs_both_jobs_and_reports_a_failure(tiny_files, tmp_path):
     work = tmp_path / "work"
     done = run_train_sh(tiny_files, work)
@@ -117,6 +115,7 @@ def train_sh(*args, env=None):
     )
 
 
+@pytest.mark.slow
 def test_stop_touches_only_this_datasets_sessions_in_this_work_dir(tmp_path):
     work = tmp_path / "work"
     listed = train_sh("--dataset", "relt", "--work-dir", str(work), "--status")
@@ -154,6 +153,7 @@ def test_bad_counts_and_help(tmp_path):
     assert "set -euo" not in usage and "--overwrite" in usage
 
 
+@pytest.mark.slow
 def test_status_reads_the_logs_without_tmux(tmp_path):
     jobs = tmp_path / "work" / "relt" / "jobs"
     jobs.mkdir(parents=True)
@@ -188,6 +188,7 @@ def test_status_reads_the_logs_without_tmux(tmp_path):
     assert status.stdout.rstrip().endswith("epoch=1/3 loss=0.5 ex_per_s=900")
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_on_the_cpu_with_tiny_shapes(tmp_path):
     """bench/gpu_check.sh packs 1 and 2 jobs on one device, evaluates, and writes its two reports."""
     env = dict(os.environ, PYTHON=sys.executable)

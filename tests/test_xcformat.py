@@ -229,3 +229,14 @@ def test_bad_split_files(tmp_path, text, column, message):
     with pytest.raises(DataFormatError) as err:
         read_split(write(tmp_path, text, "split.txt"), column, 5)
     assert message in str(err.value)
+
+
+def test_files_that_number_ids_from_another_base_are_read_from_0(tmp_path):
+    """Vowpal Wabbit's recall_tree files number classes from 1; ODP's features start at 1001."""
+    path = tmp_path / "odp.vw"
+    path.write_text("1 | 1001:0.5 1003\n3 | 1002\n")
+    rows = list(iter_rows(path, n_features=3, n_labels=3, fmt="vw", bases=(1, 1001)))
+    assert [r.labels.tolist() for r in rows] == [[0], [2]]
+    assert [r.feat_idx.tolist() for r in rows] == [[0, 2], [1]]
+    with pytest.raises(DataFormatError, match=r"label 0 is out of range; expected 1 <= label <= 3"):
+        list(iter_rows(write(tmp_path, "0 | 1001\n", "zero.vw"), 3, 3, "vw", (1, 1001)))

@@ -293,7 +293,7 @@ def arrays_of(X, Y, cfg: Config):
     if isinstance(X, (str, Path)):
         if Y is not None:
             raise ValueError("X is a file, whose rows hold their labels: pass no Y")
-        X, Y = read_xc(X, cfg.n_features, cfg.n_classes, cfg.format)
+        X, Y = read_xc(X, cfg.n_features, cfg.n_classes, cfg.format, cfg.id_bases())
     elif Y is None:
         raise ValueError("Y is missing: pass the labels (an indicator [n, K] or label-id lists)")
     X = check_features(X, cfg.n_features)

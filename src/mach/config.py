@@ -84,6 +84,19 @@ class Config:
         DATA,
         ("xc", "libsvm", "vw"),
     )
+    label_base: int = setting(
+        0,
+        "the id of the first label in the files (1 where classes are numbered from 1, as in "
+        "Vowpal Wabbit's recall_tree files); ids are stored from 0",
+        DATA,
+        at_least(0),
+    )
+    feature_base: int | None = setting(
+        None,
+        "the id of the first feature in the files; None = the format's (xc 0, libsvm 1, vw 0)",
+        DATA,
+        at_least(0, "the format's"),
+    )
     n_features: int | None = setting(
         None, "D, input dimension", DATA, between(1, INT32_MAX, "read from the data")
     )
@@ -317,6 +330,12 @@ class Config:
 
     def hash_seed_for(self, r: int) -> int:
         return self.hash_seed + r
+
+    def id_bases(self) -> tuple[int, int]:
+        """(first label id, first feature id) of the data files."""
+        from mach.data.formats import id_bases
+
+        return id_bases(self.format, self.label_base, self.feature_base)
 
     def input_dim(self) -> int:
         """Width of the model's input layer: D, or the feature-hash dimension."""

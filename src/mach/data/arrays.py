@@ -40,30 +40,39 @@ def rows_to_arrays(rows, n_features: int, n_classes: int) -> tuple[sp.csr_matrix
     return X, Y
 
 
-def read_xc(path, n_features: int | None = None, n_classes: int | None = None, fmt: str = "xc"):
+def read_xc(
+    path, n_features: int | None = None, n_classes: int | None = None, fmt: str = "xc", bases=None
+):
     """(X, Y) of one text file (xc, libsvm or vw; .gz is fine): CSR features [n, D] float32 and a
-    label indicator [n, K]. D and K come from the arguments, else the xc header."""
+    label indicator [n, K]. D and K come from the arguments, else the xc header; bases: the first
+    label and feature ids of the file (default: the format's)."""
     path = Path(path)
     header = read_header(path, fmt)
     if fmt != "xc" and None in (n_features, n_classes):
         n_features = n_features or MAX_SIZE
         n_classes = n_classes or MAX_SIZE
-        rows = list(iter_rows(path, n_features, n_classes, fmt))
+        rows = list(iter_rows(path, n_features, n_classes, fmt, bases))
         n_features = max((int(r.feat_idx.max()) + 1 for r in rows if r.feat_idx.size), default=1)
         n_classes = max((int(r.labels.max()) + 1 for r in rows if r.labels.size), default=1)
         return rows_to_arrays(rows, n_features, n_classes)
     n_features, n_classes = resolve_sizes(path, header, n_features, n_classes)
-    return rows_to_arrays(iter_rows(path, n_features, n_classes, fmt), n_features, n_classes)
+    rows = iter_rows(path, n_features, n_classes, fmt, bases)
+    return rows_to_arrays(rows, n_features, n_classes)
 
 
 def read_dataset(cfg) -> tuple[tuple, tuple]:
     """((X_train, Y_train), (X_test, Y_test)) of a config's data files: the train and test files, or
     the data file cut by its split files (the config's split column)."""
     if cfg.data_file is None:
-        train = read_xc(cfg.resolve(cfg.train_file), cfg.n_features, cfg.n_classes, cfg.format)
+        bases = cfg.id_bases()
+        train = read_xc(
+            cfg.resolve(cfg.train_file), cfg.n_features, cfg.n_classes, cfg.format, bases
+        )
         D, K = train[0].shape[1], train[1].shape[1]
-        return train, read_xc(cfg.resolve(cfg.test_file), D, K, cfg.format)
-    X, Y = read_xc(cfg.resolve(cfg.data_file), cfg.n_features, cfg.n_classes, cfg.format)
+        return train, read_xc(cfg.resolve(cfg.test_file), D, K, cfg.format, bases)
+    X, Y = read_xc(
+        cfg.resolve(cfg.data_file), cfg.n_features, cfg.n_classes, cfg.format, cfg.id_bases()
+    )
     parts = []
     for name in ["train_split_file", "test_split_file"]:
         # Rows in file order, as preprocess.py writes them (the order shapes the shuffling).

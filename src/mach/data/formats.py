@@ -194,14 +194,14 @@ def _parse_value(token: str, path: Path, line_no: int) -> float:
     return value
 
 
-def _parse_labels(token: str, path: Path, line_no: int, n_labels: int) -> list[int]:
+def _parse_labels(token: str, path: Path, line_no: int, n_labels: int, base: int) -> list[int]:
     labels = []
     for tok in token.split(","):
         if tok == "":
             raise DataFormatError(
                 path, line_no, f"empty label in {token!r}", "`l1,l2,...` with no empty entries"
             )
-        labels.append(_parse_id(tok, path, line_no, "label", 0, n_labels))
+        labels.append(_parse_id(tok, path, line_no, "label", base, n_labels))
     return labels
 
 
@@ -215,14 +215,15 @@ def _row(line_no: int, labels: list[int], idx: list[int], val: list[float]) -> R
 
 
 def _parse_sparse_line(
-    line: str, path: Path, line_no: int, n_features: int, n_labels: int, base: int
+    line: str, path: Path, line_no: int, n_features: int, n_labels: int, bases: tuple[int, int]
 ) -> Row:
-    """An xc (base 0) or libsvm (base 1) row: `labels i:v i:v ...`."""
+    """An xc or libsvm row: `labels i:v i:v ...`, ids counted from bases (labels, features)."""
+    label_base, base = bases
     tokens = line.split()
     labels: list[int] = []
     # A leading space (or a first token with ':') means the row has no labels.
     if tokens and not line[0].isspace() and ":" not in tokens[0]:
-        labels = _parse_labels(tokens[0], path, line_no, n_labels)
+        labels = _parse_labels(tokens[0], path, line_no, n_labels, label_base)
         tokens = tokens[1:]
     idx, val = [], []
     for tok in tokens:
@@ -236,7 +237,10 @@ def _parse_sparse_line(
     return _row(line_no, labels, idx, val)
 
 
-def _parse_vw_line(line: str, path: Path, line_no: int, n_features: int, n_labels: int) -> Row:
+def _parse_vw_line(
+    line: str, path: Path, line_no: int, n_features: int, n_labels: int, bases: tuple[int, int]
+) -> Row:
+    label_base, feature_base = bases
     head, bar, body = line.partition("|")
     if not bar:
         raise DataFormatError(path, line_no, "no `|` in the line", "`labels [weight] | i:v i ...`")
@@ -248,7 +252,9 @@ def _parse_vw_line(line: str, path: Path, line_no: int, n_features: int, n_label
             f"{len(head_tokens)} fields before `|`",
             "`labels [weight] |` (tags and other VW label types are not supported)",
         )
-    labels = _parse_labels(head_tokens[0], path, line_no, n_labels) if head_tokens else []
+    labels = (
+        _parse_labels(head_tokens[0], path, line_no, n_labels, label_base) if head_tokens else []
+    )
     if len(head_tokens) == 2:
         weight = head_tokens[1]
         if _parse_value(weight, path, line_no) != 1.0:
@@ -272,19 +278,34 @@ def _parse_vw_line(line: str, path: Path, line_no: int, n_features: int, n_label
                 )
         for tok in tokens:
             i_str, sep, v_str = tok.partition(":")
-            idx.append(_parse_id(i_str, path, line_no, "feature index", 0, n_features))
+            idx.append(_parse_id(i_str, path, line_no, "feature index", feature_base, n_features))
             val.append(_parse_value(v_str, path, line_no) if sep else 1.0)
     return _row(line_no, labels, idx, val)
 
 
+FEATURE_BASES = {"xc": 0, "libsvm": 1, "vw": 0}  # the id of the first feature in each format
+
+
+def id_bases(fmt: str, label_base: int = 0, feature_base: int | None = None) -> tuple[int, int]:
+    """(first label id, first feature id) of a file: the format's unless the config says otherwise."""
+    return label_base, FEATURE_BASES[fmt] if feature_base is None else feature_base
+
+
 def parse_line(
-    line: str, path: Path, line_no: int, n_features: int, n_labels: int, fmt: str = "xc"
+    line: str,
+    path: Path,
+    line_no: int,
+    n_features: int,
+    n_labels: int,
+    fmt: str = "xc",
+    bases: tuple[int, int] | None = None,
 ) -> Row:
-    """Parse one non-blank data line, checking every id against the dataset sizes."""
+    """Parse one data line, checking every id against the dataset sizes; ids come back 0-based,
+    counted from bases (first label id, first feature id; default: the format's)."""
+    bases = id_bases(fmt) if bases is None else bases
     if fmt == "vw":
-        return _parse_vw_line(line, path, line_no, n_features, n_labels)
-    base = {"xc": 0, "libsvm": 1}[fmt]
-    return _parse_sparse_line(line, path, line_no, n_features, n_labels, base)
+        return _parse_vw_line(line, path, line_no, n_features, n_labels, bases)
+    return _parse_sparse_line(line, path, line_no, n_features, n_labels, bases)
 
 
 def _check_size(path: Path, line_no: int | None, name: str, value: int, source: str) -> int:
@@ -369,10 +390,12 @@ def _row_lines(path: Path, fmt: str) -> Iterator[tuple[int, str]]:
         )
 
 
-def iter_rows(path: Path, n_features: int, n_labels: int, fmt: str = "xc") -> Iterator[Row]:
+def iter_rows(
+    path: Path, n_features: int, n_labels: int, fmt: str = "xc", bases=None
+) -> Iterator[Row]:
     """The rows of one file (_row_lines says which lines are rows), each checked against D and K."""
     for line_no, line in _row_lines(path, fmt):
-        yield parse_line(line, path, line_no, n_features, n_labels, fmt)
+        yield parse_line(line, path, line_no, n_features, n_labels, fmt, bases)
 
 
 def count_rows(path: Path, fmt: str = "xc") -> int:
@@ -380,11 +403,11 @@ def count_rows(path: Path, fmt: str = "xc") -> int:
     return sum(1 for _ in _row_lines(path, fmt))
 
 
-def scan_sizes(paths: list[Path], fmt: str) -> tuple[int, int]:
+def scan_sizes(paths: list[Path], fmt: str, bases=None) -> tuple[int, int]:
     """(D, K): the largest feature id and label in the files' rows, plus one (at least 1)."""
     max_feature, max_label = -1, -1
     for path in paths:
-        for row in iter_rows(path, MAX_SIZE, MAX_SIZE, fmt):
+        for row in iter_rows(path, MAX_SIZE, MAX_SIZE, fmt, bases):
             if row.feat_idx.size:
                 max_feature = max(max_feature, int(row.feat_idx.max()))
             if row.labels.size:

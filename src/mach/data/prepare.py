@@ -82,6 +82,8 @@ def data_inputs(cfg, previous: dict | None = None, log=lambda _message: None) ->
         name: {"path": str(path), "sha256": sha256_file(path)} for name, path in files.items()
     }
     inputs.update(format=cfg.format, tfrecord_format=TFRECORD_FORMAT)
+    if cfg.label_base or cfg.feature_base is not None:
+        inputs["id_bases"] = list(cfg.id_bases())
     if cfg.valid_fraction > 0:
         inputs.update(valid_fraction=cfg.valid_fraction, valid_seed=cfg.valid_seed)
     if "data_file" in files:
@@ -102,7 +104,7 @@ def data_inputs(cfg, previous: dict | None = None, log=lambda _message: None) ->
         else:
             read = [path for name, path in files.items() if name in ("data_file", "train_file")]
             read += [files["test_file"]] if "test_file" in files and cfg.valid_fraction == 0 else []
-            found = scan_sizes(read, cfg.format)
+            found = scan_sizes(read, cfg.format, cfg.id_bases())
             log(
                 f"sizes=scanned format={cfg.format} files={len(read)} n_features={found[0]} "
                 f"n_classes={found[1]} (largest id + 1; the config's values take precedence)"
@@ -146,7 +148,9 @@ def _write_split_files(cfg, inputs, tmp_dir: Path, log) -> dict:
         for code, name in [(1, "train"), (2, "test")]
     }
     progress = Progress("tfrecords", log)
-    rows = iter_rows(data_path, inputs["n_features"], inputs["n_classes"], cfg.format)
+    rows = iter_rows(
+        data_path, inputs["n_features"], inputs["n_classes"], cfg.format, cfg.id_bases()
+    )
     for i, row in enumerate(rows):
         if assignment[i]:
             writers[assignment[i]].write(row.labels, row.feat_idx, row.feat_val)
@@ -171,7 +175,9 @@ def _write_train_test_files(cfg, inputs, tmp_dir: Path, log) -> dict:
         resolve_sizes(path, header, inputs["n_features"], inputs["n_classes"])  # files must agree
         progress = Progress(f"tfrecords_{split}", log)
         hold = held_out(count_rows(path, cfg.format), cfg) if cfg.valid_fraction > 0 else None
-        rows = iter_rows(path, inputs["n_features"], inputs["n_classes"], cfg.format)
+        rows = iter_rows(
+            path, inputs["n_features"], inputs["n_classes"], cfg.format, cfg.id_bases()
+        )
         for i, row in enumerate(rows):
             target = "test" if hold is not None and hold[i] else split
             writers[target].write(row.labels, row.feat_idx, row.feat_val)

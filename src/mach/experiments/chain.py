@@ -154,14 +154,19 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def xc_to_vw(src: Path, dst: Path) -> None:
-    """xc rows `l1,l2 i:v ...` (after the header) as Vowpal Wabbit rows `l1,l2 | i:v ...`."""
+def xc_to_vw(src: Path, dst: Path, bases: tuple[int, int] = (0, 0)) -> None:
+    """xc rows `l1,l2 i:v ...` (after the header) as Vowpal Wabbit rows `l1,l2 | i:v ...`, ids
+    counted from bases (first label id, first feature id), as a preset's files number them."""
     from mach.files import write_text_atomic
 
+    label_base, feature_base = bases
     out = []
     with open(src, encoding="utf-8") as f:
         next(f)  # the header
         for line in f:
             labels, _, features = line.rstrip("\n").partition(" ")
-            out.append(f"{labels} | {features}")
+            labels = ",".join(str(int(label) + label_base) for label in labels.split(",") if label)
+            pairs = (pair.partition(":") for pair in features.split())
+            shifted = " ".join(f"{int(i) + feature_base}:{v}" for i, _, v in pairs)
+            out.append(f"{labels} | {shifted}")
     write_text_atomic(dst, "\n".join(out) + "\n")

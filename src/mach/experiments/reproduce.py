@@ -114,7 +114,9 @@ def check_downloads(cfg, known: Dataset) -> list[str]:
                         f"of the published {split} file); is this the right dataset and file?\n"
                         f"{expected_layout(cfg, known)}"
                     )
-            rows_iter = iter_rows(path, known.n_features, known.n_classes, cfg.format)
+            rows_iter = iter_rows(
+                path, known.n_features, known.n_classes, cfg.format, cfg.id_bases()
+            )
             next(rows_iter)  # the first row parses with the published D and K
             rows_iter.close()
         except DataCheckError:
@@ -249,7 +251,7 @@ def write_synthetic(cfg, known: Dataset, out_dir: Path, rows: tuple[int, int], l
     write_dataset(spec, xc_dir, rows[0], rows[1], log=log)
     if cfg.format == "vw":
         for split, path in paths.items():
-            xc_to_vw(xc_dir / f"{split}.txt", path)
+            xc_to_vw(xc_dir / f"{split}.txt", path, cfg.id_bases())
     write_json_atomic(stamp_path, stamp)
     log(
         f"step=data synthetic K={spec.n_classes} D={spec.n_features} labels_per_row={spec.labels_per_row} "

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from mach.data.formats import id_bases
 from mach.data.tfrecords import rows_to_model_input
 from mach.files import remove_dead_leftovers
 from mach.merge import Merge
@@ -70,7 +71,7 @@ def exact_topk(logits: list[tf.Tensor], lookups: list[tf.Tensor], k: int):
     return tf.cast(top.indices, tf.int64), top.values
 
 
-def _selected_labels(logits, width, bucket_offsets, bucket_labels, K: int):
+def _candidate_keys(logits, width, bucket_offsets, bucket_labels, K: int):
     """The labels of each row's top-width[row] buckets of every repetition, with repeats.
 
     logits: [batch, R, B]; width: [batch] int32; bucket_offsets: [R*B+1] int64 and bucket_labels:
@@ -111,7 +112,7 @@ def candidate_topk(logits, lookups, bucket_offsets, bucket_labels, k: int, m: in
 
     def found(width):
         """[batch] distinct labels in the top-width buckets."""
-        keys, _ = _distinct(_selected_labels(logits, width, bucket_offsets, bucket_labels, K))
+        keys, _ = _distinct(_candidate_keys(logits, width, bucket_offsets, bucket_labels, K))
         return tf.math.unsorted_segment_sum(tf.ones_like(keys), keys // K, batch)
 
     def widen(width, n):
@@ -133,7 +134,7 @@ def candidate_topk(logits, lookups, bucket_offsets, bucket_labels, k: int, m: in
         [width, n],
         shape_invariants=[tf.TensorShape([None]), tf.TensorShape([None])],
     )
-    keys, counts = _distinct(_selected_labels(logits, width, bucket_offsets, bucket_labels, K))
+    keys, counts = _distinct(_candidate_keys(logits, width, bucket_offsets, bucket_labels, K))
     # The largest f <= min_freq leaving at least k labels: the number of f in 1..min_freq that do.
     reach = tf.cast(counts[:, None] >= tf.range(1, min_freq + 1, dtype=tf.int64)[None, :], tf.int64)
     per_f = tf.math.unsorted_segment_sum(reach, keys // K, batch)  # [batch, min_freq]
@@ -165,9 +166,10 @@ def bucket_scores(logits: tf.Tensor, score: str, loss: str) -> tf.Tensor:
     return shifted / tf.reduce_sum(shifted, axis=-1, keepdims=True)
 
 
-def parse_lines(lines: tf.Tensor, fmt: str, n_features: int):
+def parse_lines(lines: tf.Tensor, fmt: str, n_features: int, feature_base: int | None = None):
     """[batch] text rows (xc or libsvm, labels ignored) -> indices [nnz] int64 (0-based), values [nnz]
-    float32, row_splits [batch+1] int64. A malformed line fails with its index and text."""
+    float32, row_splits [batch+1] int64. A malformed line fails with its index and text.
+    feature_base: the first feature id of the rows (default: the format's)."""
     tokens = tf.strings.split(lines)  # ragged [batch, None]; blank lines are rows without features
     # shape [batch, 1] even when no row has a token (an empty batch, or only blank lines)
     first = tokens[:, :1].to_tensor(default_value="", shape=[None, 1])[:, 0]
@@ -201,7 +203,7 @@ def parse_lines(lines: tf.Tensor, fmt: str, n_features: int):
     with tf.control_dependencies([check]):  # report the line before to_number fails on it
         text = tf.identity(text)
     parts = tf.strings.split(text, ":", maxsplit=1).to_tensor(shape=[None, 2])
-    base = 1 if fmt == "libsvm" else 0
+    base = id_bases(fmt, 0, feature_base)[1]
     indices = tf.strings.to_number(parts[:, 0], tf.int64) - base
     values = tf.strings.to_number(parts[:, 1], tf.float32)
     return indices, values, features.row_splits
@@ -319,7 +321,7 @@ class ServingModel(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="lines")])
     def predict_lines(self, lines):
-        return self._topk(*parse_lines(lines, self.line_format, self.D))
+        return self._topk(*parse_lines(lines, self.line_format, self.D, self.cfg.feature_base))
 
 
 def global_inverse(bucket_offsets: np.ndarray, bucket_labels: np.ndarray):
@@ -337,7 +339,7 @@ def next_version(base: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def save(module: ServingModel, base: Path, version: int | None) -> Path:
+def write_savedmodel(module: ServingModel, base: Path, version: int | None) -> Path:
     """Write the SavedModel to base/<version>/, all at once: TensorFlow Serving polls base and must
     never see a half-written version. Returns the version directory."""
     base.mkdir(parents=True, exist_ok=True)
@@ -427,7 +429,7 @@ def export_run(cfg, data_manifest: dict, R: int, merge, epoch: int | None, out: 
         # The CSR inverses preprocess saved, checked against the lookups the models were trained with.
         inverse = load_inverse_lookups(cfg, np.stack([rep.label_to_bucket for rep in reps]))
     module = build(cfg, reps, cfg.top_k, merge, inverse, epoch)
-    path = save(module, Path(out), version)
+    path = write_savedmodel(module, Path(out), version)
     log(
         f"exported={path} R={R} K={cfg.n_classes} k={cfg.top_k} merge={merge.name(cfg.B)} "
         f"epoch={epoch}{f' ({note})' if note else ''} seconds={time.time() - start:.1f}"

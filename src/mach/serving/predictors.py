@@ -13,7 +13,7 @@ import numpy as np
 
 from mach import weights
 from mach.config import from_dict
-from mach.data.formats import Row
+from mach.data.formats import Row, id_bases
 from mach.data.prepare import load_inverse_lookups, load_lookups
 from mach.files import read_json_checked
 from mach.identity import check_repetition
@@ -114,11 +114,13 @@ class SavedModelPredictor:
             raise FileNotFoundError(f"{meta_path} is missing; {fix}")
         self.metadata = read_json_checked(meta_path, fix)
         try:
-            self.k, self.format = self.metadata["k"], self.metadata["config"]["format"]
+            conf = self.metadata["config"]
+            self.k, self.format = self.metadata["k"], conf["format"]
             self.n_features, self.n_classes = (
                 self.metadata["n_features"],
                 self.metadata["n_classes"],
             )
+            self.bases = id_bases(self.format, conf.get("label_base", 0), conf.get("feature_base"))
         except (KeyError, TypeError):
             raise ValueError(f"{meta_path} is damaged (fields missing); {fix}") from None
         try:
@@ -180,6 +182,7 @@ class RunPredictor:
         merge.m(cfg.B)
         self.cfg, self.k, self.kind, self.merge, self.impl = cfg, k, forward, merge, impl
         self.format, self.n_features, self.n_classes = cfg.format, cfg.n_features, cfg.n_classes
+        self.bases = cfg.id_bases()
         self.epoch, self.epoch_note = weights.resolve_epoch(cfg, cfg.R, epoch)
         lookups, feature_lookups, arrays = [], [], []
         for r in range(cfg.R):

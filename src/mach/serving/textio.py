@@ -52,7 +52,9 @@ class Counts:
     first_skipped: str = ""  # the first skipped row's message
 
 
-def read_text_rows(stream, name: str, fmt: str, n_features: int, skip_bad: bool, counts: Counts):
+def read_text_rows(
+    stream, name: str, fmt: str, n_features: int, skip_bad: bool, counts: Counts, bases=None
+):
     """Rows of a text stream in format fmt; a bad row raises DataFormatError naming its line, or with
     skip_bad is counted and left out. Blank lines and an xc header are not rows, as in training."""
     path = Path(name if name != "-" else "<stdin>")
@@ -74,7 +76,7 @@ def read_text_rows(stream, name: str, fmt: str, n_features: int, skip_bad: bool,
                 continue
             seen_row = True
             # Labels, if the row has any, are read but not used: any id the syntax allows is fine.
-            yield parse_line(line, path, line_no, n_features, MAX_SIZE, fmt)
+            yield parse_line(line, path, line_no, n_features, MAX_SIZE, fmt, bases)
         except DataFormatError as err:
             if not skip_bad:
                 raise
