@@ -78,8 +78,10 @@ def test_groups_equal_all_at_once(trained, kind):
     cfg, manifest = config_of(trained[0])
     R_values = [1, 2, 4]
 
-    def run(group):
-        c = dataclasses.replace(cfg, eval_group_size=group)
+    def run(group, budget_gb=4.0):
+        c = dataclasses.replace(
+            cfg, eval_group_size=group, eval_budget_gb=budget_gb, eval_batch_size=16
+        )
         return evaluation.grouped_topk(
             c, R, manifest, R_values, "compiled", quiet, Merge(kind, 2, 2), cfg.epochs
         )
@@ -90,6 +92,13 @@ def test_groups_equal_all_at_once(trained, kind):
         got = run(group)
         assert got["groups"] == -(-R // group) and got["n_params"] == plain["n_params"]
         assert_same_predictions(got, plain, R_values)
+    # A budget for 16 rows' logits (R x B x 4 bytes a row): chunks of 16, 16 and 8 rows.
+    row_bytes = R * cfg.B * 4
+    chunked = run(1, budget_gb=16.5 * row_bytes / 2**30)
+    assert chunked["chunk_rows"] == 16 and chunked["spill_bytes"] == 16 * row_bytes
+    assert_same_predictions(chunked, plain, R_values)
+    with pytest.raises(ValueError, match="less than one batch of eval_batch_size=16"):
+        run(1, budget_gb=15 * row_bytes / 2**30)
     assert not list(trained[1].glob(".eval-logits*"))  # the spill files are gone
 
 

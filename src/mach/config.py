@@ -238,6 +238,13 @@ class Config:
     eval_group_size: int = setting(
         0, "repetitions held in memory at once when evaluating; 0 = all R", SYSTEM, at_least(0)
     )
+    eval_budget_gb: float = setting(
+        4.0,
+        "disk and memory for the logits that grouped evaluation spills (eval_group_size > 0), GiB: "
+        "rows are evaluated in chunks whose [rows, R, B] float32 logits fit",
+        SYSTEM,
+        Check(lambda v: 0 < v < math.inf, "a positive number of GiB"),
+    )
     R_per_device: int = setting(
         0,
         "repetitions placed on each visible GPU (or logical device); 0 = all on one",

@@ -3,10 +3,13 @@
 Memory model: g = eval_group_size (0 = R), G = ceil(R / g) groups, n test rows, b = eval_batch_size.
 - One group (the default): the R models on their devices plus [b, R, B] float32 logits per step.
   Each batch is merged as soon as its logits exist; nothing goes to disk.
-- G > 1 groups: one group at a time, each loaded once: g models plus [b, g, B] float32 logits per
-  step. A group's logits of all n rows go to a spill file of n*g*B*4 bytes, so the G files take
-  n*R*B*4 bytes in a temporary directory of the run directory (deleted at the end; the page cache
-  keeps them in RAM when there is room). The merge then reads [b, R, B] at a time from them.
+- G > 1 groups: rows in chunks of c rows, c the largest multiple of b whose logits, c*R*B*4 bytes, fit
+  eval_budget_gb. Per chunk, one group at a time, each loaded once: g models plus [b, g, B] float32
+  logits per step; a group's logits of the chunk go to a spill file of c*g*B*4 bytes, so the G files
+  take at most the budget, in a temporary directory of the run directory (deleted at the end; the page
+  cache keeps them in RAM when there is room). The merge then reads [b, R, B] at a time from them.
+  Whatever n, R and B, the spilled logits stay within the budget; a test set larger than one chunk
+  loads each group once per chunk.
 The merge sees the same logits in the same r order either way, so labels and float32 scores are
 bit-identical. Repetition j of a group runs on device j // R_per_device of the visible GPUs (else
 the logical CPUs); R_per_device = 0 puts the whole group on the first.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import itertools
 import os
 import shutil
 import time
@@ -27,12 +31,12 @@ import tensorflow as tf
 
 from mach import metrics, weights
 from mach.data.prepare import damaged_shards, load_inverse_lookups, load_label_counts, load_lookups
-from mach.data.tfrecords import read_batches, rows_to_model_input, tfrecord_files
+from mach.data.tfrecords import PARSED_SPEC, read_batches, rows_to_model_input, tfrecord_files
 from mach.devices import check_placement, device_for, placement_devices
 from mach.files import remove_dead_leftovers
 from mach.identity import check_repetition, data_fingerprint
 from mach.merge import Merge, merge_scores
-from mach.model import MachNet
+from mach.model import MachNet, csr_input
 
 
 class TrainedRepetition:
@@ -49,12 +53,6 @@ class TrainedRepetition:
             self.feature_to_slot = None if feature_to_slot is None else tf.constant(feature_to_slot)
             self.lookup_tensor = tf.constant(label_to_bucket)
         self.device = self.model.weights_[0].device
-
-    def logits(self, cfg, parsed) -> tf.Tensor:
-        inputs, _ = rows_to_model_input(
-            parsed, self.lookup_tensor, cfg.B, cfg.input_dim(), self.feature_to_slot, cfg.normalize
-        )
-        return self.model(inputs)  # [batch, B] float32
 
 
 def load_repetition(cfg, r: int, epoch: int, data: str, device=None) -> TrainedRepetition:
@@ -92,19 +90,36 @@ def repetition_groups(R: int, group_size: int) -> list[range]:
 
 
 def make_forward(cfg, reps: list[TrainedRepetition]):
-    """tf.function: parsed rows -> logits [batch, len(reps), B] float32, each rep on its device."""
+    """tf.function: parsed rows -> logits [batch, len(reps), B] float32, each rep on its device.
+
+    Traced once for all repetitions and every batch (relaxed shapes). The rows become a CSR matrix
+    once per device and feature lookup: once in all without feature hashing. The networks run their
+    inference path (MachNet.infer): the values of their training-time call, bit for bit.
+    """
 
     def forward(parsed):
-        logits = []
+        prepared, logits = {}, []
         for rep in reps:
+            # Without feature hashing every repetition reads the same input.
+            key = (rep.device, rep.r if rep.feature_to_slot is not None else None)
             with tf.device(rep.device):
-                logits.append(rep.logits(cfg, parsed))
+                if key not in prepared:
+                    inputs, _ = rows_to_model_input(
+                        parsed,
+                        rep.lookup_tensor,
+                        cfg.B,
+                        cfg.input_dim(),
+                        rep.feature_to_slot,
+                        cfg.normalize,
+                        with_targets=False,
+                    )
+                    prepared[key] = csr_input(inputs, rep.model.gathers())
+                logits.append(rep.model.infer(prepared[key]))
         # Stacked on the host, where they go next, so no GPU holds the whole group's logits.
         with tf.device("/CPU:0"):
             return tf.stack(logits, axis=1)
 
-    # Batches differ in their number of non-zeros; one relaxed trace serves them all.
-    return tf.function(forward, reduce_retracing=True)
+    return tf.function(forward, input_signature=[PARSED_SPEC], autograph=False)
 
 
 def row_labels(parsed) -> list[np.ndarray]:
@@ -227,58 +242,84 @@ def grouped_topk(
         reps = load_repetitions(cfg, groups[0], epoch, data, log, devices)
         out = merged_topk(cfg, reps, data_manifest, R_values, impl, log, merge)
         return {**out, "devices": used, "groups": 1}
-    n_rows = data_manifest["test"]["rows"]
-    need, free = n_rows * R * cfg.B * 4, shutil.disk_usage(cfg.run_dir()).free
+    # Rows in chunks whose logits ([rows, R, B] float32, spilled group by group) fit the budget,
+    # each a whole number of batches, so every batch holds the same rows as in one pass.
+    b, n_rows, row_bytes = cfg.eval_batch_size, data_manifest["test"]["rows"], R * cfg.B * 4
+    chunk = int(cfg.eval_budget_gb * 2**30 // row_bytes) // b * b
+    if chunk < b:
+        raise ValueError(
+            f"eval_budget_gb={cfg.eval_budget_gb:g} holds the logits of {int(cfg.eval_budget_gb * 2**30 // row_bytes)} "
+            f"rows, less than one batch of eval_batch_size={b} ({b * row_bytes / 2**30:.2f} GiB): raise "
+            "eval_budget_gb or lower eval_batch_size"
+        )
+    need, free = min(chunk, n_rows) * row_bytes, shutil.disk_usage(cfg.run_dir()).free
     if need > free:
         raise ValueError(
-            f"eval_group_size={cfg.eval_group_size} spills the logits of all {n_rows} test rows "
-            f"to disk: {need / 2**30:.1f} GiB needed in {cfg.run_dir()}, {free / 2**30:.1f} GiB "
-            "free; free some space, or set eval_group_size=0 to hold all R models in memory"
+            f"eval_group_size={cfg.eval_group_size} spills up to {need / 2**30:.1f} GiB of logits in "
+            f"{cfg.run_dir()}, which has {free / 2**30:.1f} GiB free: lower eval_budget_gb, free some "
+            "space, or set eval_group_size=0 to hold all R models in memory"
         )
     remove_dead_leftovers(cfg.run_dir())  # spill directories of killed evaluations
     spill_dir = cfg.run_dir() / f".eval-logits.tmp-{os.getpid()}"
     spill_dir.mkdir()
+    parts, true_labels, forward_s = [], [], 0.0
     try:
-        label_to_bucket, true_labels, n_params, paths = [], [], 0, []
-        start = time.time()
-        for g, rs in enumerate(groups):
-            reps = load_repetitions(cfg, rs, epoch, data, log, devices)
-            label_to_bucket += [rep.label_to_bucket for rep in reps]
-            n_params += sum(rep.model.n_params() for rep in reps)
-            forward = make_forward(cfg, reps)
-            paths.append(spill_dir / f"logits_g{g:02d}.f32")
-            with open(paths[-1], "wb") as f:
-                for parsed in test_batches(cfg, data_manifest):
-                    f.write(forward(parsed).numpy().tobytes())  # [batch, len(rs), B] float32
-                    if g == 0:
-                        true_labels.extend(row_labels(parsed))
-            # Drop this group's models before the next group is loaded.
-            del reps, forward
-            gc.collect()
-            log(
-                f"progress=evaluate group={g + 1}/{len(groups)} r={rs.start}..{rs.stop - 1} "
-                f"rows={len(true_labels)}"
+        for first in range(0, max(n_rows, 1), chunk):
+            batches = (first // b, (first + chunk) // b)
+            start = time.time()
+            spilled, label_to_bucket, n_params, labels = _spill_groups(
+                cfg, groups, batches, spill_dir, data_manifest, epoch, data, devices, log
             )
-        forward_s = time.time() - start
-        n, b = len(true_labels), cfg.eval_batch_size
-        spilled = [
-            np.memmap(path, np.float32, "r", shape=(n, len(rs), cfg.B)) if n else None
-            for path, rs in zip(paths, groups)
-        ]
-        # Rows in order, all R side by side: the same [b, R, B] blocks as the one-group path merges.
-        blocks = (np.concatenate([x[i : i + b] for x in spilled], axis=1) for i in range(0, n, b))
-        out = merge_blocks(cfg, blocks, np.stack(label_to_bucket), R_values, impl, log, merge)
-        del spilled, blocks
+            forward_s += time.time() - start
+            true_labels += labels
+            n = len(labels)
+            # Rows in order, all R side by side: the same [b, R, B] blocks as the one-group path.
+            blocks = (
+                np.concatenate([x[i : i + b] for x in spilled], axis=1) for i in range(0, n, b)
+            )
+            parts.append(merge_blocks(cfg, blocks, label_to_bucket, R_values, impl, log, merge))
+            del spilled, blocks
+            if chunk < n_rows:
+                log(f"progress=evaluate rows={first + n}/{n_rows} (chunks of {chunk} rows)")
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
-    out["forward_s"] += forward_s
     return {
-        **out,
+        "topk": {Rv: np.concatenate([p["topk"][Rv] for p in parts]) for Rv in R_values},
+        "scores": {Rv: np.concatenate([p["scores"][Rv] for p in parts]) for Rv in R_values},
+        "forward_s": forward_s + sum(p["forward_s"] for p in parts),
+        "merge_s": sum(p["merge_s"] for p in parts),
         "true_labels": true_labels,
         "n_params": n_params,
         "devices": used,
         "groups": len(groups),
+        "chunk_rows": min(chunk, n_rows),
+        "spill_bytes": min(chunk, n_rows) * row_bytes,
     }
+
+
+def _spill_groups(cfg, groups, batches, spill_dir, data_manifest, epoch, data, devices, log):
+    """The logits of test batches [first, last) of each group in turn, each group loaded once: written
+    to spill_dir and mapped back ([rows, g, B] float32 each). Returns (the maps, label_to_bucket
+    [R, K], parameters, the rows' true labels)."""
+    label_to_bucket, labels, n_params, spilled = [], [], 0, []
+    for g, rs in enumerate(groups):
+        reps = load_repetitions(cfg, rs, epoch, data, log, devices)
+        label_to_bucket += [rep.label_to_bucket for rep in reps]
+        n_params += sum(rep.model.n_params() for rep in reps)
+        forward = make_forward(cfg, reps)
+        path = spill_dir / f"logits_g{g:02d}.f32"
+        with open(path, "wb") as f:
+            for parsed in itertools.islice(test_batches(cfg, data_manifest), *batches):
+                f.write(forward(parsed).numpy().tobytes())  # [batch, len(rs), B] float32
+                if g == 0:
+                    labels.extend(row_labels(parsed))
+        # Drop this group's models before the next group is loaded.
+        del reps, forward
+        gc.collect()
+        log(f"progress=evaluate group={g + 1}/{len(groups)} r={rs.start}..{rs.stop - 1}")
+        shape = (len(labels), len(rs), cfg.B)
+        spilled.append(np.memmap(path, np.float32, "r", shape=shape) if labels else None)
+    return spilled, np.stack(label_to_bucket), n_params, labels
 
 
 def metric_ks(top_k: int) -> tuple[int, ...]:

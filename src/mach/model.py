@@ -75,13 +75,13 @@ def _csr_product(matrix: tf.Tensor, dense: tf.Tensor) -> tf.Tensor:
     return product(dense)
 
 
-def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, gather: bool) -> tf.Tensor:
-    """inputs [batch, D] @ w [D, H] -> [batch, H] float32 with CSR kernels.
+def csr_input(inputs: tf.SparseTensor, gather: bool) -> tuple:
+    """inputs [batch, D] as a CSR matrix for first_layer_product: (matrix, None), or with gather
+    (matrix over the batch's distinct features, those features [n_distinct] int64).
 
     inputs' entries must come row by row (as tf.io.parse_example and rows_to_model_input give them);
-    within a row any order, and duplicates add up.  gather: read only the rows of the batch's distinct
-    features, so that forward and backward cost O(non-zeros x H) whatever D, and the gradient of w is
-    a tf.IndexedSlices holding each of those rows once; otherwise it is dense [D, H].
+    within a row any order, and duplicates add up. One conversion serves every network that reads
+    the same inputs (evaluation without feature hashing).
     """
     rows, features = inputs.indices[:, 0], inputs.indices[:, 1]
     # The CSR conversion takes rows in order without checking; out of order they would give wrong sums.
@@ -90,17 +90,32 @@ def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, gather: bool) -> tf.T
     )
     with tf.control_dependencies([check]):
         if not gather:
-            # CSR kernels: on CPU ~3x faster than a densified matmul or tf.sparse.sparse_dense_matmul
-            # at Delicious' shape, forward and backward (bench/efficiency.py); both read all of w.
-            matrix = _csr(inputs.indices, inputs.values, inputs.dense_shape)
-            return _csr_product(matrix, tf.convert_to_tensor(w))
+            return _csr(inputs.indices, inputs.values, inputs.dense_shape), None
         distinct, position = tf.unique(features, out_idx=tf.int64)
         compact = _csr(
             tf.stack([rows, position], axis=1),
             inputs.values,
             tf.stack([inputs.dense_shape[0], tf.size(distinct, out_type=tf.int64)]),
         )
-        return _csr_product(compact, tf.gather(w, distinct))  # rows [n_distinct, H]
+        return compact, distinct
+
+
+def first_layer_product(prepared: tuple, w, differentiable: bool = True) -> tf.Tensor:
+    """csr_input(...) @ w [D, H] -> [batch, H] float32. Without gather both read all of w (CSR
+    kernels: on CPU ~3x faster than a densified matmul at Delicious' shape, bench/efficiency.py); with
+    gather only the rows of the batch's features, so forward and backward cost O(non-zeros x H)
+    whatever D, and w's gradient is a tf.IndexedSlices holding each of those rows once.
+    differentiable=False: the same product without the gradient's machinery (inference)."""
+    matrix, distinct = prepared
+    dense = tf.convert_to_tensor(w) if distinct is None else tf.gather(w, distinct)
+    if not differentiable:
+        return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense)
+    return _csr_product(matrix, dense)
+
+
+def sparse_matmul(inputs: tf.SparseTensor, w: tf.Variable, gather: bool) -> tf.Tensor:
+    """inputs [batch, D] @ w [D, H] -> [batch, H] float32 (csr_input, then first_layer_product)."""
+    return first_layer_product(csr_input(inputs, gather), w)
 
 
 class MachNet(tf.Module):
@@ -159,11 +174,21 @@ class MachNet(tf.Module):
             x = tf.matmul(x, self.weights_[layer]) + self.biases[layer]
         return x
 
+    def gathers(self) -> bool:
+        """Whether the first layer reads only the rows of the batch's features."""
+        return self.sparse_first_layer or self.weights_[0].shape[0] > GATHER_INPUT_MIN
+
     def first_layer(self, inputs: tf.SparseTensor) -> tf.Tensor:
         """Sparse [batch, input_dim] -> [batch, hidden[0]] (or B) float32, before the ReLU."""
-        w = self.weights_[0]
-        gather = self.sparse_first_layer or w.shape[0] > GATHER_INPUT_MIN
-        return sparse_matmul(inputs, w, gather) + self.biases[0]
+        return sparse_matmul(inputs, self.weights_[0], self.gathers()) + self.biases[0]
+
+    def infer(self, prepared: tuple) -> tf.Tensor:
+        """Logits [batch, B] of csr_input(inputs, self.gathers()), for inference: the same values as
+        self(inputs), without dropout or the gradient's machinery."""
+        x = first_layer_product(prepared, self.weights_[0], differentiable=False) + self.biases[0]
+        for layer in range(1, len(self.weights_)):
+            x = tf.matmul(tf.nn.relu(x), self.weights_[layer]) + self.biases[layer]
+        return x
 
     def n_params(self) -> int:
         return int(sum(v.shape.num_elements() for v in self.trainable_variables))

@@ -11,6 +11,7 @@ evaluation and prediction; mach.weights) and train.json once it is finished.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -180,8 +181,11 @@ def _swap_in(cfg, rep: Repetition) -> None:
     rep.manager = _manager(cfg, rep)
 
 
-def _make_train_step(cfg, reps: list[Repetition]):
-    @tf.function
+def _make_train_step(cfg, reps: list[Repetition], spec):
+    """The training step of reps, traced once (spec: the batches' element spec, batch size relaxed,
+    so the last partial batch needs no second trace; no autograph: plain Python loops)."""
+
+    @functools.partial(tf.function, input_signature=[spec], autograph=False)
     def train_step(batches):
         with tf.GradientTape() as tape:
             losses = [
@@ -301,12 +305,11 @@ def _train_epochs(cfg, reps, files, rows, steps_per_epoch, policy, log) -> None:
     last_save = time.time()
     for first, last in zip(starts, [*starts[1:], cfg.epochs]):
         active = [rep for rep in reps if int(rep.epoch.numpy()) <= first]
-        train_step = _make_train_step(cfg, active)
-        batches = iter(
-            tf.data.Dataset.zip(
-                tuple(rep.dataset(cfg, files, first, last) for rep in active)
-            ).prefetch(2)
-        )
+        dataset = tf.data.Dataset.zip(
+            tuple(rep.dataset(cfg, files, first, last) for rep in active)
+        ).prefetch(2)
+        train_step = _make_train_step(cfg, active, dataset.element_spec)
+        batches = iter(dataset)
         for epoch in range(first, last):
             _train_epoch(
                 cfg, active, train_step, batches, epoch, steps_per_epoch, rows, writers, log

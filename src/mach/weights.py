@@ -102,6 +102,11 @@ def recover(ckpt_dir: Path, epoch: int, arrays_of, policy: tuple[str, str], log)
         save_epoch(ckpt_dir, epoch, arrays_of(), *policy)
 
 
+# Files this process has checked: (path, size, mtime_ns) -> sha256. An evaluation in chunks loads
+# each group of repetitions once per chunk; the checksums are computed once.
+_VERIFIED: dict[tuple, str] = {}
+
+
 def load_epoch(ckpt_dir: Path, epoch: int, fix: str) -> list[np.ndarray]:
     """[w0, b0, w1, b1, ...] float32 after `epoch`, checked against weights.json; errors say `fix`."""
     manifest = read_manifest(ckpt_dir)
@@ -109,7 +114,11 @@ def load_epoch(ckpt_dir: Path, epoch: int, fix: str) -> list[np.ndarray]:
     expected = manifest["epochs"].get(str(epoch))
     if expected is None or not path.is_file():
         raise FileNotFoundError(f"no weights of epoch {epoch} at {path}; {fix}")
-    if sha256_file(path) != expected:
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = sha256_file(path)
+    if _VERIFIED[key] != expected:
         raise ValueError(
             f"{path} does not match its checksum in {ckpt_dir / MANIFEST} (damaged after training); {fix}"
         )

@@ -100,8 +100,10 @@ def rows_to_model_input(
     input_dim: int,
     feature_to_slot: tf.Tensor | None,
     normalize: str,
-) -> tuple[tf.SparseTensor, tf.Tensor]:
-    """Parsed rows -> (sparse inputs [batch, input_dim] float32, bucket multi-hot [batch, B] float32).
+    with_targets: bool = True,
+) -> tuple[tf.SparseTensor, tf.Tensor | None]:
+    """Parsed rows -> (sparse inputs [batch, input_dim] float32, bucket multi-hot [batch, B] float32;
+    None without with_targets).
 
     The multi-hot is clipped to 1 where two labels of a row share a bucket.  Feature hashing maps ids
     through feature_to_slot; colliding features stay separate entries, which the sparse matmul adds up.
@@ -128,6 +130,8 @@ def rows_to_model_input(
         values=values,
         dense_shape=tf.stack([batch, tf.constant(input_dim, tf.int64)]),
     )
+    if not with_targets:
+        return inputs, None  # inference: the labels are not needed
     buckets = tf.cast(tf.gather(label_to_bucket, labels.values), tf.int64)
     targets = tf.tensor_scatter_nd_max(
         tf.zeros(tf.stack([batch, tf.constant(B, tf.int64)]), tf.float32),
@@ -135,6 +139,10 @@ def rows_to_model_input(
         tf.ones_like(buckets, tf.float32),
     )
     return inputs, targets
+
+
+# The parsed batch of parse_batch, with its shapes relaxed: one trace serves every batch.
+PARSED_SPEC = {name: tf.SparseTensorSpec([None, None], spec.dtype) for name, spec in SCHEMA.items()}
 
 
 def read_batches(
