@@ -112,7 +112,10 @@ def _evaluate(args, log) -> int:
         log(f"plot={cfg.run_dir() / 'sweep_R.png'}")
     metrics_path = cfg.run_dir() / evaluation.metrics_name(cfg, R, merge, epoch)
     write_json_atomic(metrics_path, out)
-    log(f"metrics={metrics_path} " + " ".join(f"{k}={v:.2f}" for k, v in out["timings"].items()))
+    timings = " ".join(
+        f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in out["timings"].items()
+    )
+    log(f"metrics={metrics_path} {timings}")
     log(" ".join(f"{k}={v}".replace(" ", "") for k, v in out["resources"].items()))
     return 0
 

@@ -58,7 +58,12 @@ for pack in $packs; do
   echo "gpu_check: pack=$pack done in ${seconds}s"
 done
 
-# Evaluate the repetitions of the largest pack, on the GPU when there is one.
-"$python" "$repo/evaluate.py" "${common[@]}" --set R="$pack" > "$out/evaluate.log"
+# Evaluate the repetitions of the largest pack, on the GPU when there is one: the exact merge on the
+# host (the compiled kernel; the [rows, R, B] logits copied over) and in the graph on the device.
+for where in host device; do
+  "$python" "$repo/evaluate.py" "${common[@]}" --set R="$pack" --set merge_device="$where" \
+    > "$out/evaluate_$where.log"
+  cp "$(ls "$out"/work/gpucheck/B*/*/metrics.json | head -n 1)" "$out/metrics_$where.json"
+done
 "$python" "$repo/bench/gpu_check_report.py" --out "$out" --report-dir "$report_dir" --tiny "$tiny" \
   --device "$([ "$gpus" = 0 ] && nvidia-smi --query-gpu=name --format=csv,noheader | head -n1 || lscpu | sed -n 's/^Model name: *//p')"

@@ -194,11 +194,13 @@ def merge_functions(lookups, offsets, labels, k: int, m: int, min_freq: int) -> 
     """The two in-graph merges of logits [batch, R, B]."""
     import tensorflow as tf
 
-    from mach.serving import export
+    from mach import merge_graph
 
     return {
-        "exact": lambda x: export.exact_topk(tf.unstack(x, axis=1), lookups, k),
-        "candidates": lambda x: export.candidate_topk(x, lookups, offsets, labels, k, m, min_freq),
+        "exact": lambda x: merge_graph.exact_topk(tf.unstack(x, axis=1), lookups, k),
+        "candidates": lambda x: merge_graph.candidate_topk(
+            x, lookups, offsets, labels, k, m, min_freq
+        ),
     }
 
 

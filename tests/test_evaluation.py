@@ -99,6 +99,28 @@ def test_groups_equal_all_at_once(trained, kind):
     assert_same_predictions(chunked, plain, R_values)
     with pytest.raises(ValueError, match="less than one batch of eval_batch_size=16"):
         run(1, budget_gb=15 * row_bytes / 2**30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("score", ["logits", "probs"])
+def test_the_merge_on_the_device_equals_the_kernel(trained, score):
+    """The exact merge in the graph (merge_device=device, as on a GPU; forced here on the CPU) gives
+    the compiled kernel's labels and scores on the same logits."""
+    from mach import evaluation
+    from mach.merge import Merge
+
+    cfg, manifest = config_of(trained[0])
+    R_values = [1, 2, 4]
+
+    def run(where):
+        c = dataclasses.replace(cfg, merge_device=where, score=score)
+        return evaluation.grouped_topk(c, R, manifest, R_values, "compiled", quiet, Merge(), 2)
+
+    host, device = run("host"), run("device")
+    assert device["merged_on"].endswith("CPU:0") and "merged_on" not in host
+    for Rv in R_values:
+        np.testing.assert_array_equal(device["topk"][Rv], host["topk"][Rv])
+        np.testing.assert_allclose(device["scores"][Rv], host["scores"][Rv], rtol=1e-6, atol=1e-7)
     assert not list(trained[1].glob(".eval-logits*"))  # the spill files are gone
 
 

@@ -15,7 +15,7 @@ from conftest import cli_flags, evaluate_topk, format_rows, load_trained, make_r
 
 import config
 import export as export_script
-from mach import hashing, merge
+from mach import hashing, merge, merge_graph
 from mach.cli import add_config_flags, config_from_args
 from mach.data.formats import iter_rows
 from mach.data.prepare import load_data_manifest, with_data_sizes
@@ -81,11 +81,11 @@ def test_exact_topk_equals_the_numpy_spec(batch, R, B, K, k, integer_logits):
     logits, label_to_bucket, _, _ = random_case(rng, batch, R, B, K, integer_logits)
     want_labels, want_scores = merge.merge_topk_numpy(logits, label_to_bucket, k)
     lookups = [tf.constant(x) for x in label_to_bucket]
-    eager = export.exact_topk([tf.constant(logits[:, r]) for r in range(R)], lookups, k)
+    eager = merge_graph.exact_topk([tf.constant(logits[:, r]) for r in range(R)], lookups, k)
     np.testing.assert_array_equal(eager[0].numpy(), want_labels)
     np.testing.assert_array_equal(eager[1].numpy(), want_scores)  # same float32 adds, same order
     # In a graph, grappler may regroup the adds (AddN): the same labels, scores to the last bit or so.
-    graph = tf.function(lambda x: export.exact_topk(tf.unstack(x, axis=1), lookups, k))
+    graph = tf.function(lambda x: merge_graph.exact_topk(tf.unstack(x, axis=1), lookups, k))
     labels, scores = graph(tf.constant(logits))
     np.testing.assert_array_equal(labels.numpy(), want_labels)
     np.testing.assert_allclose(scores.numpy(), want_scores, **TOLERANCE)
@@ -112,7 +112,7 @@ def test_candidate_topk_equals_the_numpy_spec(batch, R, B, K, k, m, min_freq, in
     )
     flat_offsets, flat_labels = export.global_inverse(offsets, bucket_labels)
     fn = tf.function(
-        lambda x: export.candidate_topk(
+        lambda x: merge_graph.candidate_topk(
             x,
             [tf.constant(v) for v in label_to_bucket],
             tf.constant(flat_offsets),

@@ -2,6 +2,7 @@
 inputs (file, .gz, stdin), outputs (JSON lines, TSV, names) and bad rows."""
 
 import argparse
+import dataclasses
 import gzip
 import json
 import subprocess
@@ -149,3 +150,24 @@ def test_clear_errors_for_the_model_and_flags(model, tmp_path, capsys):
     names.write_text("a\nb\n")
     assert predict_script.main([*argv, "--label-names", str(names)]) == 2
     assert "has 2 lines but the model has 50 labels" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tensorflow_forward_with_the_merge_on_the_device(model, tmp_path):
+    """predict.py --forward tensorflow --set-like merge_device=device: the graph's merge, the same top-k."""
+    from mach.merge import Merge
+    from mach.serving import predictors
+
+    cfg = predictors.run_config(model["run_dir"])
+    host = predictors.RunPredictor(cfg, 3, lambda _m: None, "tensorflow", Merge(), "compiled")
+    device_cfg = dataclasses.replace(cfg, merge_device="device")
+    device = predictors.RunPredictor(
+        device_cfg, 3, lambda _m: None, "tensorflow", Merge(), "compiled"
+    )
+    from conftest import random_rows
+
+    rows = random_rows(5, 17)
+    want, got = host.predict_arrays(*rows), device.predict_arrays(*rows)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-7)
+    assert got[0].shape == (17, 3)

@@ -211,5 +211,7 @@ def test_gpu_check_runs_on_the_cpu_with_tiny_shapes(tmp_path):
     report = json.loads((tmp_path / "gpu_check_tiny.json").read_text())
     assert [row["jobs_on_one_device"] for row in report["train"]] == [1, 2]
     assert all(row["examples_per_s_per_job"] > 0 for row in report["train"])
-    assert report["evaluate"]["R"] == 2 and report["evaluate"]["P@1"] is not None
+    host, device = report["evaluate"]["host"], report["evaluate"]["device"]
+    assert host["R"] == 2 and host["P@1"] is not None and device["P@1"] == host["P@1"]
+    assert host["timings"]["merged_on"] == "host" and device["timings"]["merged_on"] != "host"
     assert "| 2 |" in (tmp_path / "gpu_check_tiny.md").read_text()

@@ -238,6 +238,13 @@ class Config:
     eval_group_size: int = setting(
         0, "repetitions held in memory at once when evaluating; 0 = all R", SYSTEM, at_least(0)
     )
+    merge_device: str = setting(
+        "auto",
+        "where the exact merge runs: host (the compiled kernel), device (in the graph, on the logits' "
+        "device: only [rows, k] come back), auto = device when the logits are on a GPU",
+        SYSTEM,
+        ("auto", "host", "device"),
+    )
     eval_budget_gb: float = setting(
         4.0,
         "disk and memory for the logits that grouped evaluation spills (eval_group_size > 0), GiB: "

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from mach import metrics, weights
+from mach import merge_graph, metrics, weights
 from mach.data.prepare import damaged_shards, load_inverse_lookups, load_label_counts, load_lookups
 from mach.data.tfrecords import PARSED_SPEC, read_batches, rows_to_model_input, tfrecord_files
 from mach.devices import check_placement, device_for, placement_devices
@@ -89,13 +89,18 @@ def repetition_groups(R: int, group_size: int) -> list[range]:
     return [range(start, min(R, start + size)) for start in range(0, R, size)]
 
 
-def make_forward(cfg, reps: list[TrainedRepetition]):
-    """tf.function: parsed rows -> logits [batch, len(reps), B] float32, each rep on its device.
+def make_forward(cfg, reps: list[TrainedRepetition], merge_R_values=None):
+    """tf.function: parsed rows -> logits [batch, len(reps), B] float32, each rep on its device; or,
+    with merge_R_values, the exact merge's top-k of the first R repetitions for each R there, merged
+    in the graph on the first repetition's device: ((labels [batch, top_k] int64, scores float32), ...).
 
     Traced once for all repetitions and every batch (relaxed shapes). The rows become a CSR matrix
     once per device and feature lookup: once in all without feature hashing. The networks run their
     inference path (MachNet.infer): the values of their training-time call, bit for bit.
     """
+    if merge_R_values is not None:
+        with tf.device(reps[0].device):
+            lookups = [tf.constant(rep.label_to_bucket) for rep in reps]
 
     def forward(parsed):
         prepared, logits = {}, []
@@ -115,11 +120,24 @@ def make_forward(cfg, reps: list[TrainedRepetition]):
                     )
                     prepared[key] = csr_input(inputs, rep.model.gathers())
                 logits.append(rep.model.infer(prepared[key]))
+        if merge_R_values is not None:
+            with tf.device(reps[0].device):
+                return tuple(
+                    merge_graph.merged_topk(logits[:R], lookups[:R], cfg.top_k, cfg.score, cfg.loss)
+                    for R in merge_R_values
+                )
         # Stacked on the host, where they go next, so no GPU holds the whole group's logits.
         with tf.device("/CPU:0"):
             return tf.stack(logits, axis=1)
 
     return tf.function(forward, input_signature=[PARSED_SPEC], autograph=False)
+
+
+def merges_on_device(cfg, reps, merge: Merge) -> bool:
+    """Whether the exact merge runs in the graph (merge_device, auto: the logits are on a GPU)."""
+    if merge.kind != "exact" or cfg.merge_device == "host":
+        return False
+    return cfg.merge_device == "device" or "GPU" in reps[0].device.upper()
 
 
 def row_labels(parsed) -> list[np.ndarray]:
@@ -212,6 +230,8 @@ def merged_topk(cfg, reps, data_manifest: dict, R_values, impl: str, log, merge:
 
     Returns merge_blocks' dict plus "true_labels" (list of [n_i] int64) and "n_params" (all networks).
     """
+    if merges_on_device(cfg, reps, merge):
+        return _merged_on_device(cfg, reps, data_manifest, R_values, log)
     forward = make_forward(cfg, reps)
     label_to_bucket = np.stack([rep.label_to_bucket for rep in reps])  # [R, K] int32
     true_labels: list[np.ndarray] = []
@@ -225,6 +245,32 @@ def merged_topk(cfg, reps, data_manifest: dict, R_values, impl: str, log, merge:
     out["true_labels"] = true_labels
     out["n_params"] = sum(rep.model.n_params() for rep in reps)
     return out
+
+
+def _merged_on_device(cfg, reps, data_manifest: dict, R_values, log) -> dict:
+    """merged_topk with the exact merge in the graph, on the logits' device: only the top-k of each
+    batch comes to the host. forward_s holds the merge; merge_s is 0."""
+    forward = make_forward(cfg, reps, R_values)
+    topk = {R: [] for R in R_values}
+    scores = {R: [] for R in R_values}
+    true_labels: list[np.ndarray] = []
+    start = time.time()
+    for parsed in test_batches(cfg, data_manifest):
+        true_labels.extend(row_labels(parsed))
+        for R, (labels, top_scores) in zip(R_values, forward(parsed)):
+            topk[R].append(labels.numpy())
+            scores[R].append(top_scores.numpy())
+        if len(true_labels) % (20 * cfg.eval_batch_size) < cfg.eval_batch_size:
+            log(f"progress=evaluate rows={len(true_labels)} merge_device={reps[0].device}")
+    return {
+        "topk": {R: np.concatenate(v) for R, v in topk.items()},
+        "scores": {R: np.concatenate(v) for R, v in scores.items()},
+        "forward_s": time.time() - start,
+        "merge_s": 0.0,
+        "true_labels": true_labels,
+        "n_params": sum(rep.model.n_params() for rep in reps),
+        "merged_on": reps[0].device,
+    }
 
 
 def grouped_topk(
@@ -388,7 +434,11 @@ def evaluate_run(
             "merge_s": pred["merge_s"],
             "total_s": seconds,
             "samples_per_s": n / seconds,
-            "merge_samples_per_s": n * len(R_values) / max(pred["merge_s"], 1e-9),
+            "merge_samples_per_s": (
+                n * len(R_values) / max(pred["merge_s"], 1e-9) if pred["merge_s"] else None
+            ),
+            # The exact merge in the graph on this device (its time is in forward_s), or the host's.
+            "merged_on": pred.get("merged_on", "host"),
         },
         "resources": {
             "n_params": pred["n_params"],

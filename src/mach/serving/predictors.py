@@ -7,6 +7,7 @@ it. An exported SavedModel (export.py) answers through its serving_default signa
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -215,22 +216,26 @@ class RunPredictor:
             return self.nets.logits_matmul(indices, values, row_splits)
         return self.nets.logits(indices, values, row_splits, self.cfg.threads)
 
-    def _tensorflow_logits(self, indices, values, row_splits) -> np.ndarray:
-        """[batch, R, B] float32 through mach.evaluation's forward pass, as evaluate.py runs it."""
+    def _tensorflow_logits(self, indices, values, row_splits):
+        """[batch, R, B] float32 through mach.evaluation's forward pass, as evaluate.py runs it; or,
+        when the merge runs on the device (merge_device), the top-k: (labels, scores) arrays."""
         import tensorflow as tf
 
         from mach import evaluation
 
         if self._tensorflow is None:
-            self._tensorflow = evaluation.make_forward(
-                self.cfg,
-                [
-                    evaluation.TrainedRepetition(self.cfg, r, *rep)
-                    for r, rep in enumerate(
-                        zip(self.arrays, self.label_to_bucket, self.feature_lookups)
-                    )
-                ],
+            reps = [
+                evaluation.TrainedRepetition(self.cfg, r, *rep)
+                for r, rep in enumerate(
+                    zip(self.arrays, self.label_to_bucket, self.feature_lookups)
+                )
+            ]
+            merge_R = (
+                [self.cfg.R] if evaluation.merges_on_device(self.cfg, reps, self.merge) else None
             )
+            cfg = dataclasses.replace(self.cfg, top_k=self.k)  # the graph merge's k
+            self._tensorflow = evaluation.make_forward(cfg, reps, merge_R)
+            self._tensorflow_merges = merge_R is not None
         batch = len(row_splits) - 1
         positions = np.arange(len(indices)) - np.repeat(row_splits[:-1], np.diff(row_splits))
         rows_of = np.repeat(np.arange(batch), np.diff(row_splits))
@@ -243,12 +248,18 @@ class RunPredictor:
                 tf.zeros([0, 2], tf.int64), tf.zeros([0], tf.int64), [batch, 0]
             ),
         }
-        return self._tensorflow(parsed).numpy()
+        out = self._tensorflow(parsed)
+        if self._tensorflow_merges:
+            ((labels, scores),) = out
+            return labels.numpy(), scores.numpy()
+        return out.numpy()
 
     def predict_arrays(self, indices, values, row_splits) -> tuple[np.ndarray, np.ndarray]:
         """Top-k labels [batch, k] int64 and scores [batch, k] float32 of raw rows."""
         cfg = self.cfg
         logits = self.logits(indices, values, row_splits)  # [batch, R, B] float32
+        if isinstance(logits, tuple):
+            return logits  # merged in the graph, on the logits' device
         return merge_scores(
             logits,
             self.label_to_bucket,
