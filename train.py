@@ -70,6 +70,11 @@ def _train(args, log) -> int:
     if args.print:
         if args.print not in dataclasses.asdict(cfg):
             raise ValueError(f"--print {args.print}: not a Config field")
+        from mach.data.prepare import load_data_manifest, with_data_sizes
+
+        # Sizes chosen from the data (R, B, ...) are known once preprocess has run.
+        if (cfg.tfrecord_dir() / "manifest.json").is_file():
+            cfg = with_data_sizes(cfg, load_data_manifest(cfg))
         print(getattr(cfg, args.print))
         return 0
     # TensorFlow is imported only after the flags are known to be valid.

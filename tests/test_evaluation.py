@@ -261,6 +261,8 @@ def test_metrics_report_model_size_and_peak_memory(trained):
         "groups": 1,
         "R_per_device": 0,
         "devices": out["placement"]["devices"],
+        "chunk_rows": None,  # one group: nothing is spilled
+        "spill_bytes": 0,
     }
 
 

@@ -46,7 +46,7 @@ def test_csr_inverse_equals_forward_lookup():
 
 
 def test_default_buckets_give_every_small_class_its_bucket_and_grow_as_sqrt_k():
-    from mach.hashing import default_buckets
+    from mach.sizing import default_buckets
 
     assert [default_buckets(k) for k in (1, 2, 6, 128)] == [2, 2, 6, 128]
     # Delicious' K gets the B its preset was tuned to; the paper sizes stay far below K.

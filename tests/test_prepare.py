@@ -186,7 +186,7 @@ def test_b_and_epochs_left_open_are_chosen_from_the_data(tiny_cfg):
 
 
 def test_epochs_left_open_give_small_data_enough_steps():
-    from mach.data.prepare import default_epochs
+    from mach.sizing import default_epochs
 
     # 10 epochs where that is already 100+ steps (Delicious: 12,920 rows, 51 steps an epoch) ...
     assert default_epochs(12_920, 256) == 10 and default_epochs(10**7, 256) == 10

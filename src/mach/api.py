@@ -32,7 +32,11 @@ DEFAULT_PRESET_NAME = "custom"  # the dataset name of a model without a preset
 
 
 def _logger(verbose: bool):
-    """One line per event (an epoch, a step) on stdout when verbose, nothing otherwise."""
+    """One line per event (an epoch, a step) on stdout when verbose, nothing otherwise; TensorFlow's
+    own log lines stay hidden, as in the scripts without --verbose."""
+    from mach.cli import show_tensorflow_logs
+
+    show_tensorflow_logs(False)
     if not verbose:
         return lambda _message: None
     return lambda message: print(message, flush=True)
@@ -115,7 +119,7 @@ class MACH:
                 raise ValueError(
                     f"{key}: not a setting; valid settings: {', '.join(sorted(FIELDS))}"
                 )
-            changes[field] = tuple(value) if field == "hidden" else value
+            changes[field] = tuple(value) if field == "hidden" and value is not None else value
         for note in notes:
             print(note, file=sys.stderr)
         return preset, dataclasses.replace(preset, **changes)

@@ -117,7 +117,7 @@ class Config:
     # hashing
     B: int | None = setting(
         None,
-        "buckets per repetition; None = chosen from K (mach.hashing.default_buckets)",
+        "buckets per repetition; None = chosen from K (mach.sizing)",
         HASHING,
         between(2, INT32_MAX, "chosen from K"),
     )
@@ -182,7 +182,7 @@ class Config:
     batch_size: int = setting(256, "rows per step", MODEL, at_least(1))
     epochs: int | None = setting(
         None,
-        "passes over the training rows; None = chosen from the rows (mach.data.prepare.default_epochs)",
+        "passes over the training rows; None = chosen from the rows (mach.sizing)",
         MODEL,
         at_least(1, "chosen from the rows"),
     )

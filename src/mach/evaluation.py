@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import itertools
 import os
@@ -308,7 +309,7 @@ def grouped_topk(
     remove_dead_leftovers(cfg.run_dir())  # spill directories of killed evaluations
     spill_dir = cfg.run_dir() / f".eval-logits.tmp-{os.getpid()}"
     spill_dir.mkdir()
-    parts, true_labels, forward_s = [], [], 0.0
+    parts, true_labels, forward_s, started = [], [], 0.0, time.time()
     try:
         for first in range(0, max(n_rows, 1), chunk):
             batches = (first // b, (first + chunk) // b)
@@ -319,14 +320,16 @@ def grouped_topk(
             forward_s += time.time() - start
             true_labels += labels
             n = len(labels)
-            # Rows in order, all R side by side: the same [b, R, B] blocks as the one-group path.
-            blocks = (
-                np.concatenate([x[i : i + b] for x in spilled], axis=1) for i in range(0, n, b)
-            )
+            # Rows in order, all R side by side: the same [b, R, B] blocks as the one-group path,
+            # read block by block (the files are not mapped: memory holds one block at a time).
+            blocks = (np.concatenate([x(i, b) for x in spilled], axis=1) for i in range(0, n, b))
             parts.append(merge_blocks(cfg, blocks, label_to_bucket, R_values, impl, log, merge))
             del spilled, blocks
             if chunk < n_rows:
-                log(f"progress=evaluate rows={first + n}/{n_rows} (chunks of {chunk} rows)")
+                log(
+                    f"progress=evaluate rows={first + n}/{n_rows} (chunks of {chunk} rows) "
+                    f"seconds={time.time() - started:.0f}"
+                )
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
     return {
@@ -345,7 +348,7 @@ def grouped_topk(
 
 def _spill_groups(cfg, groups, batches, spill_dir, data_manifest, epoch, data, devices, log):
     """The logits of test batches [first, last) of each group in turn, each group loaded once: written
-    to spill_dir and mapped back ([rows, g, B] float32 each). Returns (the maps, label_to_bucket
+    to spill_dir ([rows, g, B] float32 each). Returns (a reader of rows of each file, label_to_bucket
     [R, K], parameters, the rows' true labels)."""
     label_to_bucket, labels, n_params, spilled = [], [], 0, []
     for g, rs in enumerate(groups):
@@ -363,9 +366,16 @@ def _spill_groups(cfg, groups, batches, spill_dir, data_manifest, epoch, data, d
         del reps, forward
         gc.collect()
         log(f"progress=evaluate group={g + 1}/{len(groups)} r={rs.start}..{rs.stop - 1}")
-        shape = (len(labels), len(rs), cfg.B)
-        spilled.append(np.memmap(path, np.float32, "r", shape=shape) if labels else None)
+        spilled.append(functools.partial(_read_rows, path, len(rs), cfg.B))
     return spilled, np.stack(label_to_bucket), n_params, labels
+
+
+def _read_rows(path: Path, g: int, B: int, first: int, count: int) -> np.ndarray:
+    """Rows first..first+count-1 of a spill file of [rows, g, B] float32 logits."""
+    with open(path, "rb") as f:
+        f.seek(first * g * B * 4)
+        block = np.fromfile(f, np.float32, count * g * B)
+    return block.reshape(-1, g, B)
 
 
 def metric_ks(top_k: int) -> tuple[int, ...]:
@@ -450,6 +460,9 @@ def evaluate_run(
             "groups": pred["groups"],
             "R_per_device": cfg.R_per_device,
             "devices": pred["devices"],
+            # Grouped evaluation: rows per chunk and the most logits spilled at once (bytes).
+            "chunk_rows": pred.get("chunk_rows"),
+            "spill_bytes": pred.get("spill_bytes", 0),
         },
         "config": dataclasses.asdict(cfg),
     }

@@ -5,8 +5,6 @@ signed output and Python's floor modulo. NumPy's `%` is also a floor modulo, so 
 range at once gives the same buckets, vectorised (K can be 50 million).
 """
 
-import math
-
 import numpy as np
 
 # Hash in chunks so that K = 5e7 needs a few hundred MB of temporaries, not several GB.
@@ -27,19 +25,6 @@ def hash_range(n: int, seed: int, modulus: int) -> np.ndarray:
         keys = np.arange(start, min(start + _CHUNK, n), dtype=np.int32)
         out[start : start + len(keys)] = np.mod(murmurhash3_32(keys, seed=seed), modulus)
     return out
-
-
-def default_buckets(n_classes: int) -> int:
-    """B for a config that leaves it open: every class its own bucket up to K=128, then ~4 sqrt(K).
-
-    Below 128 buckets the output layer is a small part of the network, so there is nothing to save by
-    sharing buckets. Above, B grows as sqrt(K) (a power of two): the bucket collisions the R
-    repetitions must undo grow slowly with K, while the output layers stay far below K wide
-    (K=983 -> 128, 31K -> 512, 670K -> 4096, 3M -> 8192).
-    """
-    if n_classes <= 128:
-        return max(2, n_classes)
-    return max(128, 1 << round(math.log2(4 * math.sqrt(n_classes))))
 
 
 def build_label_lookup(n_classes: int, B: int, seed: int) -> np.ndarray:

@@ -8,7 +8,6 @@ disagrees with their config.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 from pathlib import Path
@@ -36,6 +35,7 @@ from mach.files import (
 )
 from mach.merge import check_inverse_lookups
 from mach.progress import Progress
+from mach.sizing import sized
 
 MANIFEST = "manifest.json"
 TFRECORD_FORMAT = 1  # bump when the writer changes, so older TFRecords are rewritten
@@ -321,8 +321,8 @@ def load_data_manifest(cfg) -> dict:
 
 
 def with_data_sizes(cfg, data_manifest: dict):
-    """The config with n_features/n_classes filled from the data (and B from K when it is None); a
-    disagreement with the configured sizes means stale outputs."""
+    """The config with n_features/n_classes filled from the data, and the sizes it leaves open chosen
+    from it (mach.sizing); a disagreement with the configured sizes means stale outputs."""
     for name in ["n_features", "n_classes"]:
         configured, found = getattr(cfg, name), data_manifest["inputs"][name]
         if configured is not None and configured != found:
@@ -330,27 +330,13 @@ def with_data_sizes(cfg, data_manifest: dict):
                 f"{cfg.tfrecord_dir()} was built with {name}={found} but the config says {configured}; "
                 f"re-run `python preprocess.py` with this config"
             )
-    n_classes, rows = data_manifest["inputs"]["n_classes"], data_manifest["train"]["rows"]
-    return dataclasses.replace(
+    cfg = dataclasses.replace(
         cfg,
         n_features=data_manifest["inputs"]["n_features"],
-        n_classes=n_classes,
-        B=hashing.default_buckets(n_classes) if cfg.B is None else cfg.B,
-        epochs=default_epochs(rows, cfg.batch_size) if cfg.epochs is None else cfg.epochs,
+        n_classes=data_manifest["inputs"]["n_classes"],
     )
-
-
-MIN_STEPS, MIN_EPOCHS = 100, 10
-
-
-def default_epochs(train_rows: int, batch_size: int) -> int:
-    """Epochs for a config that leaves them open: 10, or enough for MIN_STEPS optimiser steps.
-
-    10 epochs of a thousand rows are only 40 steps of 256: too few for Adam (medical, scene); well
-    past 100 steps such small sets overfit (enron): experiments/defaults-devsuite.
-    """
-    steps_per_epoch = max(1, math.ceil(train_rows / batch_size))
-    return max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch))
+    # B, R, the hidden widths and the epochs a config leaves open are chosen from the data.
+    return sized(cfg, data_manifest["train"]["rows"])
 
 
 def lookup_identity(cfg) -> dict:

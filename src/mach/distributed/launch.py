@@ -360,7 +360,7 @@ def launch(ray, args, cfg, extra: list[str], threads_set: bool, log) -> int:
         )
     # Preprocess once here (a no-op when up to date), as train.sh does, before any task starts.
     cmd = [sys.executable, str(CLONE / "preprocess.py"), "--dataset", args.dataset]
-    cmd += ["--work-dir", cfg.work_dir, "--set", f"R={cfg.R}", *extra]
+    cmd += ["--work-dir", cfg.work_dir, *(["--set", f"R={cfg.R}"] if cfg.R else []), *extra]
     done = subprocess.run(cmd)
     if done.returncode != 0:
         return done.returncode
@@ -368,6 +368,7 @@ def launch(ray, args, cfg, extra: list[str], threads_set: bool, log) -> int:
 
     data_manifest = load_data_manifest(cfg)
     cfg_sized = with_data_sizes(cfg, data_manifest)
+    cfg = dataclasses.replace(cfg, R=cfg_sized.R)  # R chosen from the data where it was left open
     plan = storage_plan(cfg_sized, data_manifest, cfg.R, secrets.token_hex(16))
     for directory in plan["writes"]:
         Path(directory).mkdir(parents=True, exist_ok=True)
