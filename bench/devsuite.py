@@ -9,16 +9,19 @@ scorer), as a dataset without a preset: MACH gets exactly what a new user's firs
 come from bench/devsuite_data.py (splits recorded there). Results accumulate in --out (default
 work/bench/devsuite/devsuite.json, the tables beside it as devsuite.md), so one method can be re-run
 without the others; the table marks where MACH is at or above the best peer, or within 1 point, on P@1,
-P@3 and P@5. Recorded runs: experiments/defaults-devsuite.
+P@3 and P@5, with the training cost of every method beside it (devsuite.png: P@1 against training
+seconds, every method, every set). Recorded runs: experiments/defaults-devsuite.
 """
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
 
 import devsuite_data
+import numpy as np
 
 from mach.cli import add_set_flag
 from mach.experiments import chain
@@ -122,6 +125,78 @@ def format_methods(table: dict) -> str:
     return "\n".join(lines)
 
 
+def format_cost(table: dict) -> str:
+    """Training seconds of every method, and MACH's over the fastest peer's: train.py's process wall
+    (TensorFlow's start-up included) and its training loop (tracing and epochs), beside the peers'
+    fit time (their runner's clock around fit)."""
+    lines = [
+        "| set | MACH R / hidden | MACH process s | MACH loop s | "
+        + " | ".join(LABELS[m] + " s" for m in PEERS)
+        + " | process / fastest | loop / fastest |",
+        "|---|---|---:|---:|" + "---:|" * len(PEERS) + "---:|---:|",
+    ]
+    ratios = []
+    for name, results in table.items():
+        mach = results.get("mach", {})
+        peers = [results.get(m, {}).get("train_s") for m in PEERS]
+        fastest = min((t for t in peers if t), default=None)
+        if "train_s" not in mach or not fastest:
+            continue
+        ratio = (mach["train_s"] / fastest, mach["train_loop_s"] / fastest)
+        ratios.append(ratio)
+        size = re.search(r"R=(\d+) hidden=(\([^)]*\))", mach.get("settings", ""))
+        lines.append(
+            f"| {name} | {' / '.join(size.groups()) if size else '?'} | {mach['train_s']:.1f} | "
+            f"{mach['train_loop_s']:.1f} | "
+            + " | ".join("–" if t is None else f"{t:.2f}" for t in peers)
+            + f" | {ratio[0]:.0f}x | {ratio[1]:.0f}x |"
+        )
+    if ratios:
+        for label, pick in (("median", np.median), ("max", np.max)):
+            lines.append(
+                f"| {label} | | | | " + " | " * len(PEERS)
+                + f"{pick([r[0] for r in ratios]):.0f}x | {pick([r[1] for r in ratios]):.0f}x |"
+            )
+    return "\n".join(lines)
+
+
+def plot_pareto(table: dict, path: Path) -> None:
+    """P@1 against training seconds (log scale), every method, a panel per set."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    names = list(table)
+    cols = 4
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    markers = {"mach": "*", **dict(zip(PEERS, "osD^"))}
+    for ax, name in zip(axes.flat, names):
+        for method, marker in markers.items():
+            r = table[name].get(method, {})
+            if "error" in r or "train_s" not in r:
+                continue
+            label = "MACH" if method == "mach" else LABELS[method]
+            ax.scatter(r["train_s"], r["P@1"], marker=marker, s=80 if method == "mach" else 40,
+                       label=label)
+            if method == "mach":
+                ax.scatter(r["train_loop_s"], r["P@1"], marker="*", s=80, facecolors="none",
+                           edgecolors="C0", label="MACH (loop only)")
+        ax.set_xscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels))
+    fig.supxlabel("training seconds (log scale)")
+    fig.supylabel("P@1 (%)")
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,8 +235,9 @@ def main(argv=None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(table, indent=1, default=str) + "\n")
     ordered = {n: table[n] for n in devsuite_data.SOURCES if n in table}
-    text = format_table(ordered) + "\n\n" + format_methods(ordered) + "\n"
+    text = "\n\n".join([format_table(ordered), format_methods(ordered), format_cost(ordered)]) + "\n"
     args.out.with_suffix(".md").write_text(text)
+    plot_pareto(ordered, args.out.with_suffix(".png"))
     print("\n" + text)
     return 0
 

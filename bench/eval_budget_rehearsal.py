@@ -2,10 +2,12 @@
 
     python bench/eval_budget_rehearsal.py                        # amazon670k: 153,025 test rows, R=32
     python bench/eval_budget_rehearsal.py --test-rows 20000 --budget-gb 1
+    python bench/eval_budget_rehearsal.py --hidden 64,32    # narrower networks: a faster rehearsal
 
 Synthetic rows with the preset's K, D, labels and features per row (mach.datasets), the full test
 split's row count, and R networks of the preset's shape with random weights (what is measured is the
-evaluation's disk and memory, not its accuracy: no training). Then evaluate.py runs as a user runs it,
+evaluation's disk and memory, not its accuracy: no training). --hidden narrows the networks to make the
+forward pass cheaper; the logits spilled, n x R x B, do not depend on it. Then evaluate.py runs as a user runs it,
 with eval_group_size and eval_budget_gb, while a watcher samples the size of its spill directory every
 --sample-s seconds; the step's peak resident memory comes from wait4. Prints and writes
 <out>/eval_budget.json (default work/bench/eval_budget). Recorded runs: experiments/eval-budget.
@@ -80,6 +82,7 @@ def main(argv=None) -> int:
     parser.add_argument("--train-rows", type=int, default=2000, help="rows for preprocess only")
     parser.add_argument("--group", type=int, default=8, help="eval_group_size")
     parser.add_argument("--budget-gb", type=float, default=4.0, help="eval_budget_gb")
+    parser.add_argument("--hidden", help="hidden widths, e.g. 64,32 (default: the preset's)")
     parser.add_argument("--sample-s", type=float, default=0.2, help="spill sampling interval")
     parser.add_argument(
         "--merge", default="exact", choices=["exact", "candidates"], help="evaluate.py's --merge"
@@ -104,6 +107,8 @@ def _rehearse(args, log) -> int:
         write_dataset(spec, data_dir, args.train_rows, test_rows, log=log)
     sets = [f"train_file={str(files['train'])!r}", f"test_file={str(files['test'])!r}"]
     sets += [f"eval_group_size={args.group}", f"eval_budget_gb={args.budget_gb}"]
+    if args.hidden:
+        sets.append(f"hidden=({args.hidden},)")
     flags = chain.config_flags(args.preset, work, sets)
     chain.run_step("preprocess", [*chain.script("preprocess"), *flags], args.out / "preprocess.log")
     cfg = chain.chain_config(args.preset, work, sets)
@@ -125,6 +130,7 @@ def _rehearse(args, log) -> int:
         "R": cfg.R,
         "B": cfg.B,
         "K": cfg.n_classes,
+        "hidden": list(cfg.hidden),
         "eval_group_size": args.group,
         "eval_budget_gb": args.budget_gb,
         "merge": args.merge,

@@ -135,7 +135,12 @@ class Config:
     )
 
     # model
-    R: int = setting(16, "repetitions (independent models)", MODEL, at_least(1))
+    R: int | None = setting(
+        None,
+        "repetitions (independent models); None = chosen from the rows (mach.sizing)",
+        MODEL,
+        at_least(1, "chosen from the rows"),
+    )
     hidden: tuple[int, ...] = setting(
         (1024, 512),
         "hidden layer widths (ReLU), input -> hidden... -> B logits; () = linear",
@@ -423,7 +428,10 @@ def parse_value(text: str, hint):
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         value = text  # a bare word such as loss=bce is a string
-    if typing.get_origin(hint) is tuple and isinstance(value, (int, list)):
+    tuple_hint = any(
+        typing.get_origin(h) is tuple for h in (hint, *typing.get_args(hint))
+    )  # tuple[...] or tuple[...] | None
+    if tuple_hint and isinstance(value, (int, list)):
         value = tuple(value) if isinstance(value, list) else (value,)
     if (
         isinstance(value, int)
