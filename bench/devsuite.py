@@ -154,7 +154,8 @@ def format_cost(table: dict) -> str:
     if ratios:
         for label, pick in (("median", np.median), ("max", np.max)):
             lines.append(
-                f"| {label} | | | | " + " | " * len(PEERS)
+                f"| {label} | | | | "
+                + " | " * len(PEERS)
                 + f"{pick([r[0] for r in ratios]):.0f}x | {pick([r[1] for r in ratios]):.0f}x |"
             )
     return "\n".join(lines)
@@ -178,15 +179,23 @@ def plot_pareto(table: dict, path: Path) -> None:
             if "error" in r or "train_s" not in r:
                 continue
             label = "MACH" if method == "mach" else LABELS[method]
-            ax.scatter(r["train_s"], r["P@1"], marker=marker, s=80 if method == "mach" else 40,
-                       label=label)
+            ax.scatter(
+                r["train_s"], r["P@1"], marker=marker, s=80 if method == "mach" else 40, label=label
+            )
             if method == "mach":
-                ax.scatter(r["train_loop_s"], r["P@1"], marker="*", s=80, facecolors="none",
-                           edgecolors="C0", label="MACH (loop only)")
+                ax.scatter(
+                    r["train_loop_s"],
+                    r["P@1"],
+                    marker="*",
+                    s=80,
+                    facecolors="none",
+                    edgecolors="C0",
+                    label="MACH (loop only)",
+                )
         ax.set_xscale("log")
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels))
@@ -235,7 +244,9 @@ def main(argv=None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(table, indent=1, default=str) + "\n")
     ordered = {n: table[n] for n in devsuite_data.SOURCES if n in table}
-    text = "\n\n".join([format_table(ordered), format_methods(ordered), format_cost(ordered)]) + "\n"
+    text = (
+        "\n\n".join([format_table(ordered), format_methods(ordered), format_cost(ordered)]) + "\n"
+    )
     args.out.with_suffix(".md").write_text(text)
     plot_pareto(ordered, args.out.with_suffix(".png"))
     print("\n" + text)
