@@ -335,7 +335,7 @@ def with_data_sizes(cfg, data_manifest: dict):
         n_features=data_manifest["inputs"]["n_features"],
         n_classes=data_manifest["inputs"]["n_classes"],
     )
-    # B, R, the hidden widths and the epochs a config leaves open are chosen from the data.
+    # B, R and the epochs a config leaves open are chosen from the data.
     return sized(cfg, data_manifest["train"]["rows"])
 
 
