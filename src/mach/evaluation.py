@@ -21,7 +21,6 @@ import contextlib
 import dataclasses
 import functools
 import gc
-import itertools
 import os
 import shutil
 import time
@@ -147,13 +146,14 @@ def row_labels(parsed) -> list[np.ndarray]:
     return np.split(ragged.values.numpy(), ragged.row_splits.numpy()[1:-1])
 
 
-def test_batches(cfg, data_manifest: dict):
-    """Parsed batches of the test TFRecords; a damaged shard is a ValueError naming it and the fix."""
+def test_batches(cfg, data_manifest: dict, rows: tuple[int, int] | None = None):
+    """Parsed batches of the test TFRecords (rows=(first, stop): only those); a damaged shard is a
+    ValueError naming it and the fix."""
     # The Python API evaluates arrays written to a directory of their own (test_dir).
     test_dir = Path(data_manifest.get("test_dir") or cfg.tfrecord_dir())
     files = tfrecord_files(test_dir, data_manifest["test"])
     try:
-        yield from read_batches(files, cfg.eval_batch_size)
+        yield from read_batches(files, cfg.eval_batch_size, rows=rows)
     except tf.errors.DataLossError:
         damaged = damaged_shards(test_dir, data_manifest) or files
         raise ValueError(
@@ -312,10 +312,17 @@ def grouped_topk(
     parts, true_labels, forward_s, started = [], [], 0.0, time.time()
     try:
         for first in range(0, max(n_rows, 1), chunk):
-            batches = (first // b, (first + chunk) // b)
             start = time.time()
             spilled, label_to_bucket, n_params, labels = _spill_groups(
-                cfg, groups, batches, spill_dir, data_manifest, epoch, data, devices, log
+                cfg,
+                groups,
+                (first, first + chunk),
+                spill_dir,
+                data_manifest,
+                epoch,
+                data,
+                devices,
+                log,
             )
             forward_s += time.time() - start
             true_labels += labels
@@ -346,8 +353,8 @@ def grouped_topk(
     }
 
 
-def _spill_groups(cfg, groups, batches, spill_dir, data_manifest, epoch, data, devices, log):
-    """The logits of test batches [first, last) of each group in turn, each group loaded once: written
+def _spill_groups(cfg, groups, rows, spill_dir, data_manifest, epoch, data, devices, log):
+    """The logits of test rows [first, stop) of each group in turn (a whole number of batches), each group loaded once: written
     to spill_dir ([rows, g, B] float32 each). Returns (a reader of rows of each file, label_to_bucket
     [R, K], parameters, the rows' true labels)."""
     label_to_bucket, labels, n_params, spilled = [], [], 0, []
@@ -358,7 +365,7 @@ def _spill_groups(cfg, groups, batches, spill_dir, data_manifest, epoch, data, d
         forward = make_forward(cfg, reps)
         path = spill_dir / f"logits_g{g:02d}.f32"
         with open(path, "wb") as f:
-            for parsed in itertools.islice(test_batches(cfg, data_manifest), *batches):
+            for parsed in test_batches(cfg, data_manifest, rows):
                 f.write(forward(parsed).numpy().tobytes())  # [batch, len(rs), B] float32
                 if g == 0:
                     labels.extend(row_labels(parsed))

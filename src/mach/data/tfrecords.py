@@ -146,10 +146,18 @@ PARSED_SPEC = {name: tf.SparseTensorSpec([None, None], spec.dtype) for name, spe
 
 
 def read_batches(
-    files: list[str], batch_size: int, *, shuffle_seed: int | None = None, shuffle_buffer: int = 0
+    files: list[str],
+    batch_size: int,
+    *,
+    shuffle_seed: int | None = None,
+    shuffle_buffer: int = 0,
+    rows: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
-    """Batches of parsed rows.  With a shuffle seed, rows (not batches) are shuffled before batching."""
+    """Batches of parsed rows.  With a shuffle seed, rows (not batches) are shuffled before batching.
+    rows=(first, stop): only those rows, in file order; the rows before are skipped unparsed."""
     ds = tf.data.TFRecordDataset(files)
+    if rows is not None:
+        ds = ds.skip(rows[0]).take(rows[1] - rows[0])
     if shuffle_seed is not None:
         ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
     # The last partial batch is kept: it trains as a smaller batch rather than padding.
