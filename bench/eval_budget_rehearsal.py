@@ -138,6 +138,7 @@ def _rehearse(args, log) -> int:
         "chunk_rows": out["placement"]["chunk_rows"],
         "spill_bytes_planned": out["placement"]["spill_bytes"],
         "spill_bytes_peak_sampled": watcher.peak,
+        "merge_rows": out["placement"]["merge_rows"],
         "peak_rss_bytes": step.peak_rss_bytes,
         "evaluate_wall_s": step.wall_s,
         "timings": out["timings"],

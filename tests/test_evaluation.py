@@ -94,9 +94,13 @@ def test_groups_equal_all_at_once(trained, kind):
         assert_same_predictions(got, plain, R_values)
     # A budget for 16 rows' logits (R x B x 4 bytes a row): chunks of 16, 16 and 8 rows.
     row_bytes = R * cfg.B * 4
+    # In memory a merge step holds its rows' logits three times: 16.5 / 3 -> merge steps of 5 rows.
     chunked = run(1, budget_gb=16.5 * row_bytes / 2**30)
     assert chunked["chunk_rows"] == 16 and chunked["spill_bytes"] == 16 * row_bytes
+    assert chunked["merge_rows"] == 5
     assert_same_predictions(chunked, plain, R_values)
+    with pytest.raises(ValueError, match="lower eval_batch_size or eval_group_size"):
+        run(3, budget_gb=16.5 * row_bytes / 2**30)  # 16 rows x 3 repetitions, twice: 96 > 66
     with pytest.raises(ValueError, match="less than one batch of eval_batch_size=16"):
         run(1, budget_gb=15 * row_bytes / 2**30)
 

@@ -7,9 +7,10 @@ Memory model: g = eval_group_size (0 = R), G = ceil(R / g) groups, n test rows, 
   eval_budget_gb. Per chunk, one group at a time, each loaded once: g models plus [b, g, B] float32
   logits per step; a group's logits of the chunk go to a spill file of c*g*B*4 bytes, so the G files
   take at most the budget, in a temporary directory of the run directory (deleted at the end; the page
-  cache keeps them in RAM when there is room). The merge then reads [b, R, B] at a time from them.
-  Whatever n, R and B, the spilled logits stay within the budget; a test set larger than one chunk
-  loads each group once per chunk.
+  cache keeps them in RAM when there is room). The merge then reads [m, R, B] at a time from them,
+  m <= b rows such that the logits in memory stay within the budget too (merge_rows). Whatever n, R
+  and B, the spilled logits and the logits in memory stay within the budget (TensorFlow and one
+  group's models come on top); a test set larger than one chunk loads each group once per chunk.
 The merge sees the same logits in the same r order either way, so labels and float32 scores are
 bit-identical. Repetition j of a group runs on device j // R_per_device of the visible GPUs (else
 the logical CPUs); R_per_device = 0 puts the whole group on the first.
@@ -299,6 +300,7 @@ def grouped_topk(
             f"rows, less than one batch of eval_batch_size={b} ({b * row_bytes / 2**30:.2f} GiB): raise "
             "eval_budget_gb or lower eval_batch_size"
         )
+    m = merge_rows(cfg, R, len(groups[0]))
     need, free = min(chunk, n_rows) * row_bytes, shutil.disk_usage(cfg.run_dir()).free
     if need > free:
         raise ValueError(
@@ -327,9 +329,9 @@ def grouped_topk(
             forward_s += time.time() - start
             true_labels += labels
             n = len(labels)
-            # Rows in order, all R side by side: the same [b, R, B] blocks as the one-group path,
-            # read block by block (the files are not mapped: memory holds one block at a time).
-            blocks = (np.concatenate([x(i, b) for x in spilled], axis=1) for i in range(0, n, b))
+            # Rows in order, all R side by side, merge_rows at a time (the merge is row by row, so
+            # any block gives the one-group path's labels and scores); the files are not mapped.
+            blocks = (np.concatenate([x(i, m) for x in spilled], axis=1) for i in range(0, n, m))
             parts.append(merge_blocks(cfg, blocks, label_to_bucket, R_values, impl, log, merge))
             del spilled, blocks
             if chunk < n_rows:
@@ -350,7 +352,27 @@ def grouped_topk(
         "groups": len(groups),
         "chunk_rows": min(chunk, n_rows),
         "spill_bytes": min(chunk, n_rows) * row_bytes,
+        "merge_rows": m,
     }
+
+
+def merge_rows(cfg, R: int, g: int) -> int:
+    """Rows per merge step of grouped evaluation: as many as eval_batch_size, fewer where their
+    logits would not fit eval_budget_gb in memory.
+
+    A merge step holds its rows' [rows, R, B] float32 logits three times at most (the groups' pieces,
+    their concatenation, the contiguous copy of the first R' repetitions for a sweep); a forward step
+    holds [eval_batch_size, g, B] twice (TensorFlow's result and its bytes on their way to the file).
+    """
+    budget, row_bytes, b = cfg.eval_budget_gb * 2**30, R * cfg.B * 4, cfg.eval_batch_size
+    if 2 * b * g * cfg.B * 4 > budget:
+        raise ValueError(
+            f"eval_batch_size={b} rows of eval_group_size={g} repetitions take "
+            f"{2 * b * g * cfg.B * 4 / 2**30:.2f} GiB of logits in memory (held twice), more than "
+            f"eval_budget_gb={cfg.eval_budget_gb:g}: lower eval_batch_size or eval_group_size, or "
+            "raise eval_budget_gb"
+        )
+    return max(1, min(b, int(budget // (3 * row_bytes))))
 
 
 def _spill_groups(cfg, groups, rows, spill_dir, data_manifest, epoch, data, devices, log):
@@ -470,6 +492,7 @@ def evaluate_run(
             # Grouped evaluation: rows per chunk and the most logits spilled at once (bytes).
             "chunk_rows": pred.get("chunk_rows"),
             "spill_bytes": pred.get("spill_bytes", 0),
+            "merge_rows": pred.get("merge_rows"),
         },
         "config": dataclasses.asdict(cfg),
     }
