@@ -59,10 +59,42 @@ def run_set(name: str, args) -> dict:
     out = json.loads((args.work_dir / "out" / f"compare_dev_{name}.json").read_text())
     info = json.loads((folder / "split.json").read_text())
     results = out["results"]
+    nnz = features_per_row(folder / "train.txt")
     return {
-        m: {**r, "_data": info, "_dropped": out.get("dropped_train_rows", 0)}
+        m: {**r, "_data": info, "_dropped": out.get("dropped_train_rows", 0), "_nnz": nnz}
         for m, r in results.items()
     }
+
+
+def features_per_row(path: Path) -> float:
+    """Mean non-zeros per row of a repository-format file."""
+    lines = path.read_text().splitlines()[1:]
+    return sum(line.count(":") for line in lines) / max(len(lines), 1)
+
+
+def training_flop(mach: dict) -> float:
+    """The arithmetic of MACH's training run: per row, repetition and epoch, 4 nnz x hidden[0] for the
+    first layer (forward, weight gradient) and 6 fan_in x fan_out for every other layer (forward,
+    input and weight gradients); Adam's updates (memory-bound) not counted."""
+    settings = mach["settings"]
+    R, epochs = (int(re.search(rf"\b{k}=(\d+)", settings).group(1)) for k in ("R", "epochs"))
+    hidden = [int(h) for h in re.search(r"hidden=\(([^)]*)\)", settings).group(1).split(",") if h]
+    sizes = [*hidden, mach["B"]]
+    per_row = 4 * mach["_nnz"] * sizes[0] + 6 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return per_row * mach["_data"]["train_rows"] * R * epochs
+
+
+def matmul_peak_gflops() -> float:
+    """GFLOP/s of one 2048 x 2048 float32 tf.matmul on this machine's threads, best of 3."""
+    import tensorflow as tf
+
+    a = tf.random.normal([2048, 2048])
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        tf.matmul(a, a).numpy()
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best / 1e9
 
 
 def best_peer(results: dict, k: str) -> tuple[str | None, float | None]:
@@ -125,15 +157,22 @@ def format_methods(table: dict) -> str:
     return "\n".join(lines)
 
 
-def format_cost(table: dict) -> str:
+def format_cost(table: dict, peak_gflops: float | None = None) -> str:
     """Training seconds of every method, and MACH's over the fastest peer's: train.py's process wall
     (TensorFlow's start-up included) and its training loop (tracing and epochs), beside the peers'
-    fit time (their runner's clock around fit)."""
+    fit time (their runner's clock around fit). With the matmul peak: MACH's arithmetic alone at that
+    peak (the floor no input pipeline or start-up can go below) and its ratio to the fastest peer.
+    """
+    floors = peak_gflops is not None
     lines = [
         "| set | MACH R / hidden | MACH process s | MACH loop s | "
         + " | ".join(LABELS[m] + " s" for m in PEERS)
-        + " | process / fastest | loop / fastest |",
-        "|---|---|---:|---:|" + "---:|" * len(PEERS) + "---:|---:|",
+        + " | process / fastest | loop / fastest |"
+        + (" arithmetic floor s | floor / fastest |" if floors else ""),
+        "|---|---|---:|---:|"
+        + "---:|" * len(PEERS)
+        + "---:|---:|"
+        + ("---:|---:|" if floors else ""),
     ]
     ratios = []
     for name, results in table.items():
@@ -143,6 +182,8 @@ def format_cost(table: dict) -> str:
         if "train_s" not in mach or not fastest:
             continue
         ratio = (mach["train_s"] / fastest, mach["train_loop_s"] / fastest)
+        floor = training_flop(mach) / (peak_gflops * 1e9) if floors and "_nnz" in mach else None
+        ratio += (floor / fastest,) if floor is not None else ()
         ratios.append(ratio)
         size = re.search(r"R=(\d+) hidden=(\([^)]*\))", mach.get("settings", ""))
         lines.append(
@@ -150,14 +191,17 @@ def format_cost(table: dict) -> str:
             f"{mach['train_loop_s']:.1f} | "
             + " | ".join("–" if t is None else f"{t:.2f}" for t in peers)
             + f" | {ratio[0]:.0f}x | {ratio[1]:.0f}x |"
+            + (f" {floor:.1f} | {ratio[2]:.0f}x |" if floor is not None else "")
         )
     if ratios:
         for label, pick in (("median", np.median), ("max", np.max)):
-            lines.append(
-                f"| {label} | | | | "
-                + " | " * len(PEERS)
-                + f"{pick([r[0] for r in ratios]):.0f}x | {pick([r[1] for r in ratios]):.0f}x |"
-            )
+            columns = range(len(min(ratios, key=len)))
+            cells = [f"{pick([r[i] for r in ratios]):.0f}x" for i in columns]
+            if len(cells) == 3:
+                cells.insert(2, "")
+            lines.append(f"| {label} | | | | " + " | " * len(PEERS) + " | ".join(cells) + " |")
+    if floors:
+        lines.append(f"\nArithmetic floor at the measured matmul peak, {peak_gflops:.0f} GFLOP/s.")
     return "\n".join(lines)
 
 
@@ -226,6 +270,7 @@ def main(argv=None) -> int:
         print(f"error: unknown sets {sorted(unknown)}", file=sys.stderr)
         return 2
     table = json.loads(args.out.read_text()) if args.out.exists() else {}
+    table["_matmul_peak_gflops"] = round(matmul_peak_gflops(), 1)
     start = time.time()
     for name in args.sets.split(","):
         results = run_set(name, args)
@@ -245,7 +290,14 @@ def main(argv=None) -> int:
         args.out.write_text(json.dumps(table, indent=1, default=str) + "\n")
     ordered = {n: table[n] for n in devsuite_data.SOURCES if n in table}
     text = (
-        "\n\n".join([format_table(ordered), format_methods(ordered), format_cost(ordered)]) + "\n"
+        "\n\n".join(
+            [
+                format_table(ordered),
+                format_methods(ordered),
+                format_cost(ordered, table["_matmul_peak_gflops"]),
+            ]
+        )
+        + "\n"
     )
     args.out.with_suffix(".md").write_text(text)
     plot_pareto(ordered, args.out.with_suffix(".png"))

@@ -116,7 +116,8 @@ def project_step(reps, path: str, batches):
     for rep in reps:
         rep.model.densify, rep.model.sparse_first_layer = PATHS[path]
         rep.optimizer.lazy = rep.model.sparse_first_layer
-    step = mach.training._make_train_step(Config(loss="softmax"), reps)
+    spec = tf.nest.map_structure(tf.type_spec_from_value, batches)
+    step = mach.training._make_train_step(Config(loss="softmax"), reps, spec, lambda b: b)
     step(batches)
     return step
 

@@ -1,8 +1,11 @@
 """Training of one or more MACH repetitions in one process, with per-repetition checkpoints.
 
-Repetitions never share anything: each has its own weights, lookup, data order and checkpoint directory.
-Training several in one tf.function only keeps the cores busy; repetition r's data order, initialisation
-and dropout depend on (seed, r, epoch) alone, so grouping does not change its result.
+Repetitions never share anything that shapes them: each has its own weights, lookup, data order and
+checkpoint directory. Training several in one tf.function only keeps the cores busy; repetition r's
+data order, initialisation and dropout depend on (seed, r, epoch) alone, so grouping does not change
+its result. When the shuffle buffer would hold every training row, the rows are parsed once and held
+in memory for all repetitions of the process (mach.data.resident); otherwise each repetition streams
+the TFRecords through its own tf.data pipeline.
 
 A repetition's directory (ckpt/rNN/) holds config.json (what the model is), TensorFlow checkpoints with
 Adam's state (for resuming; keep_checkpoints of them), weights/epoch-NNN.npz after every epoch (for
@@ -19,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from mach import weights
@@ -31,6 +35,7 @@ from mach.checkpoints import (
     repair_state_file,
 )
 from mach.data.prepare import damaged_shards, load_lookups
+from mach.data.resident import ResidentRows, epoch_order, index_batches
 from mach.data.tfrecords import read_batches, rows_to_model_input, tfrecord_files
 from mach.files import read_json, write_json_atomic
 from mach.identity import check_repetition, data_fingerprint, write_repetition_config
@@ -181,16 +186,17 @@ def _swap_in(cfg, rep: Repetition) -> None:
     rep.manager = _manager(cfg, rep)
 
 
-def _make_train_step(cfg, reps: list[Repetition], spec):
-    """The training step of reps, traced once (spec: the batches' element spec, batch size relaxed,
-    so the last partial batch needs no second trace; no autograph: plain Python loops)."""
+def _make_train_step(cfg, reps: list[Repetition], spec, model_inputs):
+    """The training step of reps, traced once (spec: its input's spec, batch size relaxed, so the
+    last partial batch needs no second trace; model_inputs: that input -> [(x, y)] of each rep; no
+    autograph: plain Python loops)."""
 
     @functools.partial(tf.function, input_signature=[spec], autograph=False)
-    def train_step(batches):
+    def train_step(step_input):
         with tf.GradientTape() as tape:
             losses = [
                 bucket_loss(rep.model(x, step=rep.optimizer.iterations), y, cfg.loss, cfg.recipe)
-                for rep, (x, y) in zip(reps, batches)
+                for rep, (x, y) in zip(reps, model_inputs(step_input))
             ]
             # The repetitions' variables are disjoint, so the gradient of the sum is each one's own gradient.
             total = tf.add_n(losses)
@@ -302,14 +308,14 @@ def _train_epochs(cfg, reps, files, rows, steps_per_epoch, policy, log) -> None:
     # active repetitions only grows; each stretch of epochs with one set has one pipeline and step.
     done = sorted({int(rep.epoch.numpy()) for rep in reps})
     starts = [e for e in done if e < cfg.epochs]
+    resident = _resident_rows(cfg, files, rows, len(reps), log) if starts else None
     last_save = time.time()
     for first, last in zip(starts, [*starts[1:], cfg.epochs]):
         active = [rep for rep in reps if int(rep.epoch.numpy()) <= first]
-        dataset = tf.data.Dataset.zip(
-            tuple(rep.dataset(cfg, files, first, last) for rep in active)
-        ).prefetch(2)
-        train_step = _make_train_step(cfg, active, dataset.element_spec)
-        batches = iter(dataset)
+        if resident is None:
+            train_step, batches = _streamed(cfg, active, files, first, last)
+        else:
+            train_step, batches = _gathered(cfg, active, resident, first, last)
         for epoch in range(first, last):
             _train_epoch(
                 cfg, active, train_step, batches, epoch, steps_per_epoch, rows, writers, log
@@ -325,6 +331,60 @@ def _train_epochs(cfg, reps, files, rows, steps_per_epoch, policy, log) -> None:
                 last_save = time.time()
 
 
+def _resident_rows(cfg, files, rows: int, n_reps: int, log) -> ResidentRows | None:
+    """The training rows parsed once, when the shuffle buffer would hold them all anyway."""
+    if rows > cfg.shuffle_buffer:
+        log(f"input=streamed (train_rows={rows} > shuffle_buffer={cfg.shuffle_buffer})")
+        return None
+    start = time.time()
+    resident = ResidentRows(files)
+    if resident.rows != rows:
+        raise ValueError(
+            f"{cfg.tfrecord_dir()} holds {resident.rows} training rows but should hold {rows}: a "
+            f"TFRecord shard is damaged; re-run `python preprocess.py --dataset {cfg.name}` (it "
+            "rewrites damaged shards), then train again"
+        )
+    log(
+        f"input=in_memory (train_rows={rows} <= shuffle_buffer={cfg.shuffle_buffer}): parsed once in "
+        f"{time.time() - start:.1f} s, {resident.nbytes() / 2**20:.1f} MiB shared by {n_reps} repetitions"
+    )
+    return resident
+
+
+def _streamed(cfg, active, files, first: int, last: int):
+    """Training step and (step input, rows) of epochs first..last-1: one tf.data pipeline per
+    repetition, each reading and parsing the TFRecords."""
+    dataset = tf.data.Dataset.zip(
+        tuple(rep.dataset(cfg, files, first, last) for rep in active)
+    ).prefetch(2)
+    train_step = _make_train_step(cfg, active, dataset.element_spec, lambda batches: batches)
+    return train_step, ((batches, int(batches[0][1].shape[0])) for batches in dataset)
+
+
+def _gathered(cfg, active, resident: ResidentRows, first: int, last: int):
+    """Training step and (step input, rows) of epochs first..last-1 over rows held in memory: the
+    step input is each repetition's row numbers [A, b], gathered inside the step."""
+
+    def model_inputs(index):
+        return [rep.model_input(cfg, resident.batch(index[i])) for i, rep in enumerate(active)]
+
+    spec = tf.TensorSpec([len(active), None], tf.int64)
+    train_step = _make_train_step(cfg, active, spec, model_inputs)
+
+    def batches():
+        for epoch in range(first, last):
+            orders = np.stack(
+                [
+                    epoch_order(resident.rows, repetition_seed(cfg.seed, rep.r, 1000 + epoch))
+                    for rep in active
+                ]
+            )
+            for index in index_batches(orders, cfg.batch_size):
+                yield index, index.shape[1]
+
+    return train_step, batches()
+
+
 def _train_epoch(
     cfg, active, train_step, batches, epoch, steps_per_epoch, rows, writers, log
 ) -> None:
@@ -336,9 +396,10 @@ def _train_epoch(
         batch = next(batches, None)
         if batch is None:
             break
-        losses = train_step(batch)
+        step_input, batch_rows = batch
+        losses = train_step(step_input)
         total += losses
-        rows_seen += int(batch[0][1].shape[0])
+        rows_seen += batch_rows
         if bar is not None:
             bar.update(step, values=[("loss", float(tf.reduce_mean(losses)))])
     seconds = time.time() - start
