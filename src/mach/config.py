@@ -198,7 +198,12 @@ class Config:
         between(0, INT32_MAX),
     )
     shuffle_buffer: int = setting(
-        100_000, "rows held for shuffling before batching (1 = file order)", MODEL, at_least(1)
+        100_000,
+        "rows held for shuffling before batching (1 = file order); when it holds every training row, "
+        "the rows are parsed once, held in memory for all repetitions, and each epoch is a full "
+        "permutation",
+        MODEL,
+        at_least(1),
     )
     sparse_first_layer: str = setting(
         "auto",
