@@ -2,6 +2,7 @@
 
     python export.py --dataset delicious --out models/delicious        # writes models/delicious/1/
     python export.py --dataset delicious --out models/delicious --merge candidates --merge-buckets 10
+    python export.py --dataset delicious --out models/delicious-bf16 --precision bfloat16  # half the bytes
 
 Takes the same --dataset/--set flags as evaluate.py (the settings name the run). Each export writes
 the next free version, <out>/<version>/, TensorFlow Serving's layout; the signatures are described in
@@ -38,6 +39,12 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--epoch", type=int, metavar="N", help="the weights after epoch N (default: the last)"
     )
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="how the weights are stored: bfloat16 takes half the bytes (computed in float32)",
+    )
     add_merge_flags(parser, kinds=("auto", "exact", "candidates"), with_impl=False)
     args = parse_args(parser, argv)
     log = setup_logging().info
@@ -55,7 +62,9 @@ def _export(args, log) -> int:
     cfg = with_data_sizes(cfg, data_manifest)
     R = cfg.R if args.R is None else args.R
     out = args.out if args.out is not None else Path("models") / cfg.name
-    export.export_run(cfg, data_manifest, R, merge, args.epoch, out, args.version, log)
+    export.export_run(
+        cfg, data_manifest, R, merge, args.epoch, out, args.version, log, args.precision
+    )
     return 0
 
 

@@ -282,6 +282,46 @@ def test_probs_merge_equals_evaluate(trained):
 
 
 @pytest.mark.slow
+def test_bfloat16_export_holds_half_the_weight_bytes_and_serves_the_rounded_weights(
+    trained, tmp_path
+):
+    """--precision bfloat16 stores every weight matrix as bfloat16 in the SavedModel, and serves what
+    a float32 model of the same weights rounded to bfloat16 serves."""
+    from mach.serving.forward import from_bfloat16, to_bfloat16
+
+    files, work = trained
+    cfg = config_for(files, work)
+    flags = [*cli_flags(files, "tinyexp", work), "--out", str(tmp_path / "m")]
+    assert export_script.main([*flags, "--precision", "bfloat16"]) == 0
+    assert export_script.main(flags) == 0  # version 2: float32
+    half, full = (tf.saved_model.load(str(tmp_path / "m" / v)) for v in ("1", "2"))
+    assert json.loads(half.metadata.numpy())["weights_dtype"] == "bfloat16"
+    for a, b in zip(half.nets, full.nets):
+        assert [w.dtype for w in a.weights_] == [tf.bfloat16] * len(a.weights_)
+        assert [w.dtype for w in b.weights_] == [tf.float32] * len(b.weights_)
+        assert sum(w.numpy().nbytes for w in a.weights_) * 2 == sum(
+            w.numpy().nbytes for w in b.weights_
+        )
+
+    reps = load_trained(cfg)
+    for rep in reps:  # the same networks, their weights rounded as bfloat16 stores them
+        for w in rep.model.weights_:
+            w.assign(from_bfloat16(to_bfloat16(w.numpy())))
+    rounded = export.build(cfg, reps, 5, Merge(), None, cfg.epochs)
+    rows = list(iter_rows(files["test"], 30, 50))
+    request = (
+        tf.constant(np.concatenate([r.feat_idx for r in rows])),
+        tf.constant(np.concatenate([r.feat_val for r in rows])),
+        tf.constant(np.cumsum([0] + [len(r.feat_idx) for r in rows]), tf.int64),
+    )
+    got, want = half.signatures["serving_default"](
+        indices=request[0], values=request[1], row_splits=request[2]
+    ), rounded.serve(*request)
+    np.testing.assert_array_equal(got["labels"].numpy(), want["labels"].numpy())
+    np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), **TOLERANCE)
+
+
+@pytest.mark.slow
 def test_versions_and_saved_model_cli(trained, tmp_path, capsys):
     files, work = trained
     flags = [*cli_flags(files, "tinyexp", work), "--out", str(tmp_path / "m")]

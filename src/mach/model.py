@@ -108,6 +108,8 @@ def first_layer_product(prepared: tuple, w, differentiable: bool = True) -> tf.T
     differentiable=False: the same product without the gradient's machinery (inference)."""
     matrix, distinct = prepared
     dense = tf.convert_to_tensor(w) if distinct is None else tf.gather(w, distinct)
+    # Weights stored as bfloat16 (a serving export) are widened after the gather: only those rows.
+    dense = dense if dense.dtype == tf.float32 else tf.cast(dense, tf.float32)
     if not differentiable:
         return tf.raw_ops.SparseMatrixMatMul(a=matrix, b=dense)
     return _csr_product(matrix, dense)
@@ -124,6 +126,9 @@ class MachNet(tf.Module):
     sparse_first_layer: the first layer's gradient is a tf.IndexedSlices over the rows of the batch's
     features (for Adam(lazy=True)) at any width; it always is above GATHER_INPUT_MIN inputs.  The
     logits are the same either way.
+    storage: the weights' dtype, float32, or bfloat16 for serving (half the bytes: float32 rounded to
+    8 significant bits, to nearest even); they are widened to float32 where used, and the biases and
+    all arithmetic stay float32.
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class MachNet(tf.Module):
         recipe: str = "improved",
         sparse_first_layer: bool = False,
         trained: list | None = None,
+        storage: tf.DType = tf.float32,
     ):
         """trained: [w0, b0, w1, b1, ...] arrays of a trained network (mach.weights) to start from,
         instead of the initialisation."""
@@ -157,7 +163,8 @@ class MachNet(tf.Module):
                 w, b = trained[2 * layer], trained[2 * layer + 1]
             else:
                 w, b = initial_values(fan_in, fan_out, [repetition_seed(seed, r), layer], recipe)
-            self.weights_.append(tf.Variable(w, name=f"w{layer}"))  # [fan_in, fan_out] float32
+            w = tf.cast(w, storage)
+            self.weights_.append(tf.Variable(w, name=f"w{layer}"))  # [fan_in, fan_out] storage
             self.biases.append(tf.Variable(b, name=f"b{layer}"))  # [fan_out] float32
 
     def __call__(self, inputs: tf.SparseTensor, step: tf.Tensor | None = None) -> tf.Tensor:
@@ -171,8 +178,13 @@ class MachNet(tf.Module):
                     [tf.constant(self.dropout_seed + layer, tf.int64), tf.cast(step, tf.int64)]
                 )
                 x = tf.nn.experimental.stateless_dropout(x, self.dropout, seed=seed)
-            x = tf.matmul(x, self.weights_[layer]) + self.biases[layer]
+            x = tf.matmul(x, self.weight(layer)) + self.biases[layer]
         return x
+
+    def weight(self, layer: int):
+        """Layer's weights as float32 (the variable itself unless stored as bfloat16)."""
+        w = self.weights_[layer]
+        return w if w.dtype == tf.float32 else tf.cast(w, tf.float32)
 
     def gathers(self) -> bool:
         """Whether the first layer reads only the rows of the batch's features."""
@@ -187,7 +199,7 @@ class MachNet(tf.Module):
         self(inputs), without dropout or the gradient's machinery."""
         x = first_layer_product(prepared, self.weights_[0], differentiable=False) + self.biases[0]
         for layer in range(1, len(self.weights_)):
-            x = tf.matmul(tf.nn.relu(x), self.weights_[layer]) + self.biases[layer]
+            x = tf.matmul(tf.nn.relu(x), self.weight(layer)) + self.biases[layer]
         return x
 
     def n_params(self) -> int:
@@ -195,7 +207,8 @@ class MachNet(tf.Module):
 
     def arrays(self) -> list:
         """[w0, b0, w1, b1, ...] as NumPy float32 arrays (what mach.weights saves)."""
-        return [v.numpy() for pair in zip(self.weights_, self.biases) for v in pair]
+        pairs = zip(range(len(self.weights_)), self.biases)
+        return [v.numpy() for layer, b in pairs for v in (self.weight(layer), b)]
 
 
 def bucket_loss(

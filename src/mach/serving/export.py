@@ -33,13 +33,15 @@ from mach.data.tfrecords import rows_to_model_input
 from mach.files import remove_dead_leftovers
 from mach.merge import Merge
 from mach.merge_graph import bucket_scores, candidate_topk, exact_topk, probs_estimate
+from mach.model import MachNet
 
 # The in-graph exact merge sums [batch, K] floats: faster than the candidate merge up to K of a few
 # 10^4, slower (and 0.4 GB per 1,024 rows) from 10^5 (bench/predict_bench.py --merge-sweep;
 # experiments/serving).
 EXACT_MERGE_MAX_K = 50_000
 METADATA_FILE = "mach.json"  # in assets.extra/, next to TensorFlow Serving's warm-up data
-SCHEMA = 2  # bump when the signatures or the metadata change
+PRECISIONS = ("float32", "bfloat16")  # how an export stores the weights
+SCHEMA = 3  # bump when the signatures or the metadata change
 LINE_FORMATS = ("xc", "libsvm")  # formats predict_lines parses in the graph
 _VALUE = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"  # a finite decimal, as xcformat reads
 
@@ -105,7 +107,9 @@ def parse_lines(lines: tf.Tensor, fmt: str, n_features: int, feature_base: int |
 class ServingModel(tf.Module):
     """The exported object: R networks, their lookups, the merge; signatures serve and predict_lines."""
 
-    def __init__(self, cfg, reps, k: int, merge: Merge, inverse, metadata: dict):
+    def __init__(
+        self, cfg, reps, k: int, merge: Merge, inverse, metadata: dict, precision="float32"
+    ):
         super().__init__(name="mach_serving")
         # Plain values only: tf.Module would wrap dicts and lists of non-variables for tracking.
         self.cfg, self.k = cfg, k
@@ -114,6 +118,21 @@ class ServingModel(tf.Module):
         self.line_format = metadata["line_format"]
         self.R, self.B, self.D = len(reps), cfg.B, cfg.n_features
         self.nets = [rep.model for rep in reps]
+        if precision == "bfloat16":
+            # The same networks with their weights stored as bfloat16: half the bytes on disk.
+            self.nets = [
+                MachNet(
+                    cfg.input_dim(),
+                    cfg.hidden,
+                    cfg.B,
+                    0.0,
+                    cfg.seed,
+                    rep.r,
+                    trained=rep.model.arrays(),
+                    storage=tf.bfloat16,
+                )
+                for rep in reps
+            ]
         self.lookups = [
             tf.Variable(
                 rep.label_to_bucket.astype(np.int32), trainable=False, name=f"label_r{r:02d}"
@@ -262,11 +281,16 @@ def write_savedmodel(module: ServingModel, base: Path, version: int | None) -> P
     return final
 
 
-def build(cfg, reps, k: int, merge: Merge, inverse, epoch: int) -> ServingModel:
+def build(
+    cfg, reps, k: int, merge: Merge, inverse, epoch: int, precision: str = "float32"
+) -> ServingModel:
     """The ServingModel of loaded repetitions (mach.evaluation.TrainedRepetition) after `epoch`.
 
     inverse: (bucket_offsets [R, B+1], bucket_labels [R, K]) int64, for the candidate merge only.
+    precision: how the weights are stored, float32 or bfloat16 (half the bytes; computed in float32).
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not 1 <= k <= cfg.n_classes:
         raise ValueError(f"top_k={k}: expected 1 <= k <= n_classes={cfg.n_classes}")
     metadata = {
@@ -292,15 +316,27 @@ def build(cfg, reps, k: int, merge: Merge, inverse, epoch: int) -> ServingModel:
         "feature_ids": "0-based (a libsvm file's index i is feature i-1)",
         "epoch": epoch,
         "epochs": cfg.epochs,
+        "weights_dtype": precision,
         "tensorflow": tf.__version__,
         "config": dataclasses.asdict(cfg),
     }
-    return ServingModel(cfg, reps, k, merge, inverse, metadata)
+    return ServingModel(cfg, reps, k, merge, inverse, metadata, precision)
 
 
-def export_run(cfg, data_manifest: dict, R: int, merge, epoch: int | None, out: Path, version, log):
+def export_run(
+    cfg,
+    data_manifest: dict,
+    R: int,
+    merge,
+    epoch: int | None,
+    out: Path,
+    version,
+    log,
+    precision: str = "float32",
+):
     """Export repetitions 0..R-1 of cfg's run after `epoch` (None: the last) to out/<version>/ (None:
-    the next free). merge: a mach.merge.Merge or "auto". Returns the version directory."""
+    the next free), weights stored as `precision`. merge: a mach.merge.Merge or "auto". Returns the
+    version directory."""
     import time
 
     from mach import evaluation
@@ -319,10 +355,11 @@ def export_run(cfg, data_manifest: dict, R: int, merge, epoch: int | None, out: 
     if merge.kind == "candidates":
         # The CSR inverses preprocess saved, checked against the lookups the models were trained with.
         inverse = load_inverse_lookups(cfg, np.stack([rep.label_to_bucket for rep in reps]))
-    module = build(cfg, reps, cfg.top_k, merge, inverse, epoch)
+    module = build(cfg, reps, cfg.top_k, merge, inverse, epoch, precision)
     path = write_savedmodel(module, Path(out), version)
     log(
         f"exported={path} R={R} K={cfg.n_classes} k={cfg.top_k} merge={merge.name(cfg.B)} "
+        f"weights={precision} "
         f"epoch={epoch}{f' ({note})' if note else ''} seconds={time.time() - start:.1f}"
     )
     signatures = "serving_default" + (", predict_lines" if module.line_format else "")
