@@ -139,6 +139,12 @@ def _rehearse(args, log) -> int:
         "spill_bytes_planned": out["placement"]["spill_bytes"],
         "spill_bytes_peak_sampled": watcher.peak,
         "merge_rows": out["placement"]["merge_rows"],
+        # The most logits held in memory at once (mach.evaluation.merge_rows): a forward step's
+        # [b, g, B] twice, or a merge step's [m, R, B] three times.
+        "logits_in_memory_planned_bytes": max(
+            2 * cfg.eval_batch_size * args.group * cfg.B * 4,
+            3 * out["placement"]["merge_rows"] * cfg.R * cfg.B * 4,
+        ),
         "peak_rss_bytes": step.peak_rss_bytes,
         "evaluate_wall_s": step.wall_s,
         "timings": out["timings"],

@@ -8,8 +8,9 @@ Measures, on the trained run and its test rows:
    between the measurements);
 2. the pure forward pass: the R networks on the test rows already parsed in memory, steady (best of
    --repeats), as bench/efficiency.py measures it;
-3. evaluate.py's forward pass, from its metrics file (forward_s: reading, parsing, the trace, the
-   networks), the script run as a user runs it;
+3. evaluate.py's forward pass, from its metrics file, the script run as a user runs it: forward_s
+   (the networks over the parsed batches), and apart, read_s (reading and parsing the test rows)
+   and trace_s (the forward's one trace);
 4. predict.py's path over the run directory at batches of 1,024 rows (forward and merge, best of
    --repeats), per row beside the pure forward;
 5. the training loop through train.py (--train-epochs epochs in a scratch work directory): its useful
@@ -123,7 +124,9 @@ def _bench(args, log) -> int:
     step = chain.run_step(
         "evaluate", [*chain.script("evaluate"), *flags], args.out / "evaluate.log"
     )
-    evaluate_forward = chain.read_metrics(cfg)["timings"]["forward_s"]
+    timings = chain.read_metrics(cfg)["timings"]
+    evaluate_forward = timings["forward_s"]
+    evaluate_all = evaluate_forward + timings["read_s"] + timings["trace_s"]
 
     # 4. predict.py's path over the run directory, batches of 1,024 rows.
     from mach.data.arrays import read_dataset
@@ -171,6 +174,9 @@ def _bench(args, log) -> int:
         "pure_forward_s": round(pure_s, 3),
         "evaluate_forward_s": evaluate_forward,
         "evaluate_over_pure": round(evaluate_forward / pure_s, 2),
+        "evaluate_read_s": round(timings["read_s"], 3),
+        "evaluate_trace_s": round(timings["trace_s"], 3),
+        "evaluate_with_read_and_trace_over_pure": round(evaluate_all / pure_s, 2),
         "evaluate_step_wall_s": step.wall_s,
         "predict_batch1024_s": round(predict_s, 3),
         "predict_over_pure": round(predict_s / pure_s, 2),
@@ -189,6 +195,11 @@ def _bench(args, log) -> int:
     )
     print(
         f"| evaluate.py's forward | {evaluate_forward:.3f} | {result['evaluate_over_pure']:.2f} | |"
+    )
+    print(
+        f"| evaluate.py's forward with reading ({timings['read_s']:.3f} s) and trace "
+        f"({timings['trace_s']:.3f} s) | {evaluate_all:.3f} | "
+        f"{result['evaluate_with_read_and_trace_over_pure']:.2f} | |"
     )
     print(
         f"| predict.py's path, batches of 1,024 | {predict_s:.3f} | {result['predict_over_pure']:.2f} | |"

@@ -267,7 +267,10 @@ def test_metrics_report_model_size_and_peak_memory(trained):
         "devices": out["placement"]["devices"],
         "chunk_rows": None,  # one group: nothing is spilled
         "spill_bytes": 0,
+        "merge_rows": None,
     }
+    # One group: the networks' time, the reading of the rows and the trace, each apart.
+    assert all(out["timings"][k] > 0 for k in ("forward_s", "read_s", "trace_s"))
 
 
 def test_an_epoch_loads_the_weights_of_that_epoch(tmp_path):
