@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # the scripts resolve relative data paths against data_dir
     log = setup_logging().info
     return run_main(lambda: _rehearse(args, log))
 
