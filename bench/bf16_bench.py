@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from common import cpu_name
 
-import config
 from mach.cli import add_config_flags, config_from_args, run_main, setup_logging
+from mach.presets import load_presets
 
 
 def main(argv=None) -> int:
@@ -42,7 +42,7 @@ def _bench(args, log) -> int:
     from mach.merge import Merge
     from mach.serving import export
 
-    cfg = config_from_args(args, config.BASE, config.DATASETS)
+    cfg = config_from_args(args, *load_presets())
     manifest = load_data_manifest(cfg)
     cfg = with_data_sizes(cfg, manifest)
     reps = evaluation.load_repetitions(
