@@ -22,6 +22,7 @@ from pathlib import Path
 
 import devsuite_data
 import numpy as np
+from common import matmul_peak_gflops
 
 from mach.cli import add_set_flag
 from mach.experiments import chain
@@ -82,19 +83,6 @@ def training_flop(mach: dict) -> float:
     sizes = [*hidden, mach["B"]]
     per_row = 4 * mach["_nnz"] * sizes[0] + 6 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
     return per_row * mach["_data"]["train_rows"] * R * epochs
-
-
-def matmul_peak_gflops() -> float:
-    """GFLOP/s of one 2048 x 2048 float32 tf.matmul on this machine's threads, best of 3."""
-    import tensorflow as tf
-
-    a = tf.random.normal([2048, 2048])
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        tf.matmul(a, a).numpy()
-        best = min(best, time.perf_counter() - start)
-    return 2 * 2048**3 / best / 1e9
 
 
 def best_peer(results: dict, k: str) -> tuple[str | None, float | None]:

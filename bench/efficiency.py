@@ -39,7 +39,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import tensorflow as tf
-from common import machine
+from common import machine, matmul_peak_gflops
 
 import mach.training
 from mach import Config
@@ -124,13 +124,7 @@ def project_step(reps, path: str, batches):
 
 def matmul_peak(peaks: list) -> None:
     """Appends the GFLOP/s of one 2048x2048 float32 tf.matmul, best of 2."""
-    a = tf.random.normal([2048, 2048])
-    best = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        tf.matmul(a, a).numpy()
-        best = min(best, time.perf_counter() - start)
-    peaks.append(2 * 2048**3 / best / 1e9)
+    peaks.append(matmul_peak_gflops(2))
 
 
 def best_times(variants: dict, batches: list, steps: int, repeats: int, peaks: list) -> dict:
