@@ -207,8 +207,7 @@ class MachNet(tf.Module):
 
     def arrays(self) -> list:
         """[w0, b0, w1, b1, ...] as NumPy float32 arrays (what mach.weights saves)."""
-        pairs = zip(range(len(self.weights_)), self.biases)
-        return [v.numpy() for layer, b in pairs for v in (self.weight(layer), b)]
+        return [v.numpy() for layer, b in enumerate(self.biases) for v in (self.weight(layer), b)]
 
 
 def bucket_loss(
