@@ -107,7 +107,9 @@ def _study(args, log) -> int:
     for name in args.variants.split(","):
         sets = [*common, *VARIANTS[name], f"R={args.R}", f"B={args.B}"]
         sets += [f"hidden=({args.hidden},)", f"epochs={args.epochs}", "keep_epoch_weights='all'"]
-        result["mach"][name] = run_variant(name, sets, out / "runs" / name, args.epochs, log)
+        result["mach"][name] = run_variant(
+            name, sets, len(common), out / "runs" / name, args.epochs, log
+        )
         path.write_text(json.dumps(result, indent=2) + "\n")
     path.write_text(json.dumps(result, indent=2) + "\n")
     (out / "large_k.md").write_text(format_tables(result) + "\n")
@@ -132,8 +134,9 @@ def run_peers(args, data: Path, common: list[str], out: Path, log) -> dict:
     }
 
 
-def run_variant(name: str, sets: list[str], work: Path, epochs: int, log) -> dict:
-    """The chain for one variant; P@k after every epoch, then its epoch weights are removed."""
+def run_variant(name: str, sets: list[str], shared: int, work: Path, epochs: int, log) -> dict:
+    """The chain for one variant (sets: the first `shared` common to every variant); P@k after
+    every epoch, then its epoch weights are removed."""
     flags = chain.config_flags("large_k", work, sets)
     logs = work.parent.parent / "logs"
     steps = {}
@@ -159,7 +162,7 @@ def run_variant(name: str, sets: list[str], work: Path, epochs: int, log) -> dic
         log(f"variant={name} epoch={e} {per_epoch[e]} evaluate_s={time.time() - start:.0f}")
     shutil.rmtree(cfg.run_dir() / "ckpt", ignore_errors=True)  # gigabytes of epoch weights
     return {
-        "settings": sets[5:],
+        "settings": sets[shared:],
         "loop_s": round(loop_s, 1),
         "train_process_s": round(steps["train"].wall_s, 1),
         "peak_rss_gib": round(steps["train"].peak_rss_bytes / 2**30, 2),
