@@ -73,6 +73,12 @@ class SpillWatcher(threading.Thread):
             self.peak = max(self.peak, size)
 
 
+def memory_plan(log_path: Path) -> str | None:
+    """evaluate.py's memory plan line (what it counts against the budget besides the logits)."""
+    lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith("memory plan:")]
+    return lines[0].removeprefix("memory plan: ") if lines else None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,6 +156,8 @@ def _rehearse(args, log) -> int:
         "evaluate_wall_s": step.wall_s,
         "timings": out["timings"],
         "spill_within_budget": watcher.peak <= budget,
+        "peak_rss_within_budget": step.peak_rss_bytes <= budget,
+        "memory_plan": memory_plan(args.out / "evaluate.log"),
     }
     print(json.dumps(result, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)

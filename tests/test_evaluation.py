@@ -70,10 +70,13 @@ def test_repetition_groups():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["exact", "candidates", "approx"])
-def test_groups_equal_all_at_once(trained, kind):
+def test_groups_equal_all_at_once(trained, kind, monkeypatch):
     """Groups of 3 + 1 and of 1: the spill files give the one-group path's labels and scores."""
     from mach import evaluation
     from mach.merge import Merge
+
+    # The budgets below are a few rows' logits: nothing else is counted against them.
+    monkeypatch.setattr(evaluation, "held_besides_logits", lambda *args, **kw: {})
 
     cfg, manifest = config_of(trained[0])
     R_values = [1, 2, 4]
@@ -103,6 +106,34 @@ def test_groups_equal_all_at_once(trained, kind):
         run(3, budget_gb=16.5 * row_bytes / 2**30)  # 16 rows x 3 repetitions, twice: 96 > 66
     with pytest.raises(ValueError, match="less than one batch of eval_batch_size=16"):
         run(1, budget_gb=15 * row_bytes / 2**30)
+
+
+def test_memory_besides_the_logits_comes_off_the_budget():
+    """The process, one group's networks and the lookups are counted against eval_budget_gb: what is
+    left sizes the merge steps, and a forward step that does not fit is refused naming them."""
+    from mach import evaluation
+    from mach.config import Config
+    from mach.merge import Merge
+
+    cfg = dataclasses.replace(
+        Config(), n_features=100, hidden=(8,), B=10, n_classes=1000, eval_batch_size=4
+    )
+    held = evaluation.held_besides_logits(cfg, 6, 2, Merge())
+    params = 100 * 8 + 8 + 8 * 10 + 10
+    assert held["networks"] == 4 * params * 4  # two networks plus one on its way in, twice
+    assert held["lookups"] == 6 * 1000 * 4 + 2 * 2 * 1000 * 4
+    assert held["process"] > 0
+    assert evaluation.held_besides_logits(cfg, 6, 2, Merge(), on_host=False)["networks"] == 0
+    candidates = evaluation.held_besides_logits(cfg, 6, 2, Merge("candidates", 2, 2))
+    assert candidates["lookups"] > held["lookups"]
+
+    row_bytes, GiB = 6 * 10 * 4, 2**30
+    fixed = {"process": 1000, "networks": 500}
+    tight = dataclasses.replace(cfg, eval_budget_gb=(1500 + 3 * 3 * row_bytes) / GiB)
+    assert evaluation.merge_rows(tight, 6, 2, fixed) == 3  # 3 rows' logits, three times
+    assert evaluation.merge_rows(tight, 6, 2) == 4  # nothing held besides: eval_batch_size
+    with pytest.raises(ValueError, match=r"besides process .* networks .*: lower eval_batch_size"):
+        evaluation.merge_rows(dataclasses.replace(cfg, eval_budget_gb=1800 / GiB), 6, 2, fixed)
 
 
 @pytest.mark.slow

@@ -257,9 +257,9 @@ class Config:
     )
     eval_budget_gb: float = setting(
         4.0,
-        "disk and memory for the logits of grouped evaluation (eval_group_size > 0), GiB: rows are "
-        "evaluated in chunks whose [rows, R, B] float32 logits fit on disk, and merged in blocks "
-        "whose logits fit in memory",
+        "disk and host memory of grouped evaluation (eval_group_size > 0), GiB: rows are evaluated "
+        "in chunks whose [rows, R, B] float32 logits fit on disk, and merged in blocks whose logits "
+        "fit in memory beside the process, one group's networks and the lookups",
         SYSTEM,
         Check(lambda v: 0 < v < math.inf, "a positive number of GiB"),
     )

@@ -8,9 +8,10 @@ Memory model: g = eval_group_size (0 = R), G = ceil(R / g) groups, n test rows, 
   logits per step; a group's logits of the chunk go to a spill file of c*g*B*4 bytes, so the G files
   take at most the budget, in a temporary directory of the run directory (deleted at the end; the page
   cache keeps them in RAM when there is room). The merge then reads [m, R, B] at a time from them,
-  m <= b rows such that the logits in memory stay within the budget too (merge_rows). Whatever n, R
-  and B, the spilled logits and the logits in memory stay within the budget (TensorFlow and one
-  group's models come on top); a test set larger than one chunk loads each group once per chunk.
+  m <= b rows such that everything in host memory stays within the budget too: what the process
+  holds when evaluation starts, one group's models, the lookups and the logits (held_besides_logits,
+  merge_rows). Whatever n, R and B, the spilled logits and the host memory stay within the budget; a
+  test set larger than one chunk loads each group once per chunk.
 The merge sees the same logits in the same r order either way, so labels and float32 scores are
 bit-identical. Repetition j of a group runs on device j // R_per_device of the visible GPUs (else
 the logical CPUs); R_per_device = 0 puts the whole group on the first.
@@ -33,7 +34,7 @@ import tensorflow as tf
 from mach import merge_graph, metrics, weights
 from mach.data.prepare import damaged_shards, load_inverse_lookups, load_label_counts, load_lookups
 from mach.data.tfrecords import PARSED_SPEC, read_batches, rows_to_model_input, tfrecord_files
-from mach.devices import check_placement, device_for, placement_devices
+from mach.devices import check_placement, device_for, peak_memory, placement_devices
 from mach.files import remove_dead_leftovers
 from mach.identity import check_repetition, data_fingerprint
 from mach.merge import Merge, merge_scores
@@ -325,7 +326,14 @@ def grouped_topk(
             f"rows, less than one batch of eval_batch_size={b} ({b * row_bytes / 2**30:.2f} GiB): raise "
             "eval_budget_gb or lower eval_batch_size"
         )
-    m = merge_rows(cfg, R, len(groups[0]))
+    held = held_besides_logits(cfg, R, len(groups[0]), merge, on_host="GPU" not in used[0].upper())
+    m = merge_rows(cfg, R, len(groups[0]), held)
+    log(
+        "memory plan: "
+        + " ".join(f"{k}={v / 2**30:.2f}GiB" for k, v in held.items())
+        + f" logits<={(cfg.eval_budget_gb * 2**30 - sum(held.values())) / 2**30:.2f}GiB "
+        f"merge_rows={m} chunk_rows={min(chunk, n_rows)}"
+    )
     need, free = min(chunk, n_rows) * row_bytes, shutil.disk_usage(cfg.run_dir()).free
     if need > free:
         raise ValueError(
@@ -381,23 +389,56 @@ def grouped_topk(
     }
 
 
-def merge_rows(cfg, R: int, g: int) -> int:
+def merge_rows(cfg, R: int, g: int, held: dict[str, int] | None = None) -> int:
     """Rows per merge step of grouped evaluation: as many as eval_batch_size, fewer where their
-    logits would not fit eval_budget_gb in memory.
+    logits would not fit in memory within eval_budget_gb, less what is held besides (`held`, bytes by
+    name: held_besides_logits).
 
     A merge step holds its rows' [rows, R, B] float32 logits three times at most (the groups' pieces,
     their concatenation, the contiguous copy of the first R' repetitions for a sweep); a forward step
     holds [eval_batch_size, g, B] twice (TensorFlow's result and its bytes on their way to the file).
     """
-    budget, row_bytes, b = cfg.eval_budget_gb * 2**30, R * cfg.B * 4, cfg.eval_batch_size
-    if 2 * b * g * cfg.B * 4 > budget:
+    held = held or {}
+    budget = cfg.eval_budget_gb * 2**30 - sum(held.values())
+    row_bytes, b, step = R * cfg.B * 4, cfg.eval_batch_size, 2 * cfg.eval_batch_size * g * cfg.B * 4
+    if step > budget:
+        besides = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in held.items())
         raise ValueError(
             f"eval_batch_size={b} rows of eval_group_size={g} repetitions take "
-            f"{2 * b * g * cfg.B * 4 / 2**30:.2f} GiB of logits in memory (held twice), more than "
-            f"eval_budget_gb={cfg.eval_budget_gb:g}: lower eval_batch_size or eval_group_size, or "
-            "raise eval_budget_gb"
+            f"{step / 2**30:.2f} GiB of logits in memory (held twice), more than the "
+            f"{max(budget, 0) / 2**30:.2f} GiB left of eval_budget_gb={cfg.eval_budget_gb:g}"
+            + (f" besides {besides}" if besides else "")
+            + ": lower eval_batch_size or eval_group_size, or raise eval_budget_gb"
         )
     return max(1, min(b, int(budget // (3 * row_bytes))))
+
+
+def held_besides_logits(cfg, R: int, g: int, merge: Merge, on_host: bool = True) -> dict[str, int]:
+    """Host memory grouped evaluation holds besides its logits, in bytes: the process as it stands
+    (TensorFlow, the interpreter, the test rows' reader), one group's g networks in float32 plus one
+    more on its way in (two copies while it is built; none on the host when they sit on GPUs), and
+    the lookups: [R, K] int32 for the merge, the group's own twice (NumPy and graph), and for a
+    candidate merge the inverse lookups ([R, K] int64) with their check."""
+    params, K = cfg.params_per_repetition(), cfg.n_classes
+    lookups = (
+        R * K * 4
+        + 2 * g * K * 4
+        + (R * K * 16 + R * (cfg.B + 1) * 8 if merge.kind != "exact" else 0)
+    )
+    return {
+        "process": resident_bytes(),
+        "networks": (g + 2) * params * 4 if on_host else 0,
+        "lookups": lookups,
+    }
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (where /proc is missing, its peak so far)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return peak_memory()["peak_host_memory_bytes"]
 
 
 def _spill_groups(cfg, groups, rows, spill_dir, data_manifest, epoch, data, devices, log):
@@ -413,7 +454,7 @@ def _spill_groups(cfg, groups, rows, spill_dir, data_manifest, epoch, data, devi
         path = spill_dir / f"logits_g{g:02d}.f32"
         with open(path, "wb") as f:
             for parsed in test_batches(cfg, data_manifest, rows):
-                f.write(forward(parsed).numpy().tobytes())  # [batch, len(rs), B] float32
+                forward(parsed).numpy().tofile(f)  # [batch, len(rs), B] float32, no copy
                 if g == 0:
                     labels.extend(row_labels(parsed))
         # Drop this group's models before the next group is loaded.
