@@ -410,3 +410,32 @@ def test_ray_not_installed_is_one_clear_error(tiny, tmp_path):
         assert "Traceback" not in done.stderr
         assert "error: Ray is not installed for" in done.stderr
         assert "pip install -e .[ray]" in done.stderr
+
+
+def test_the_ray_driver_merges_within_the_budget():
+    """The driver's merge steps shrink to what the budget leaves beside two batches in flight, give the
+    batch's rows in order with all R side by side, and a batch that cannot fit is refused."""
+    import dataclasses
+
+    import numpy as np
+
+    from mach.config import Config
+    from mach.distributed.evaluation import driver_merge_rows, merge_steps
+
+    cfg = dataclasses.replace(Config(), B=10, eval_batch_size=8)
+    row_bytes, GiB, held = 6 * 10 * 4, 2**30, {"process": 1000, "lookups": 240}
+    # Two batches of 8 rows in flight, then 3 rows twice: merge steps of 3.
+    fits = dataclasses.replace(cfg, eval_budget_gb=(1240 + (2 * 8 + 2 * 3) * row_bytes) / GiB)
+    assert driver_merge_rows(fits, 6, held) == 3
+    roomy = dataclasses.replace(cfg, eval_budget_gb=1.0)
+    assert driver_merge_rows(roomy, 6, held) == 8
+    with pytest.raises(ValueError, match="besides process .* lookups .*: lower eval_batch_size"):
+        driver_merge_rows(
+            dataclasses.replace(cfg, eval_budget_gb=(1240 + 16 * row_bytes) / GiB), 6, held
+        )
+
+    rng = np.random.default_rng(0)
+    pieces = [rng.standard_normal((8, g, 10), dtype=np.float32) for g in (2, 3, 1)]
+    steps = list(merge_steps(pieces, 3))
+    assert [len(s) for s in steps] == [3, 3, 2]
+    np.testing.assert_array_equal(np.concatenate(steps), np.concatenate(pieces, axis=1))

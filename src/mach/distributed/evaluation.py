@@ -27,7 +27,7 @@ def _grouped_topk_on_ray(
     is spilled). Returns grouped_topk's dict."""
     import numpy as np
 
-    from mach.evaluation import merge_blocks, repetition_groups
+    from mach.evaluation import held_besides_logits, merge_blocks, repetition_groups
 
     ray = connect(address)
     cfg = dataclasses.replace(
@@ -48,6 +48,9 @@ def _grouped_topk_on_ray(
                 f"has {have.get(ray_key, 0):g} {ray_key}: raise eval_group_size (fewer, larger "
                 "groups) or add nodes"
             )
+    # The networks sit in the actors; the driver holds the lookups and the logits.
+    m = driver_merge_rows(cfg, R, held_besides_logits(cfg, R, 0, merge, on_host=False))
+    log(f"merge_rows={m} (the driver's memory within eval_budget_gb={cfg.eval_budget_gb:g})")
     Forward = ray.remote(max_restarts=0)(GroupForward)
     actors = [Forward.options(**per_group).remote() for _ in groups]
     try:
@@ -79,7 +82,7 @@ def _grouped_topk_on_ray(
                     return
                 asked = [a.next_chunk.remote(j == 0) for j, a in enumerate(actors)]
                 true_labels.extend(chunks[0][1])
-                yield np.concatenate([c[0] for c in chunks], axis=1)  # [batch, R, B] float32
+                yield from merge_steps([c[0] for c in chunks], m)
 
         out = merge_blocks(cfg, blocks(), label_to_bucket, R_values, impl, log, merge)
     finally:
@@ -91,7 +94,35 @@ def _grouped_topk_on_ray(
         "n_params": sum(info["n_params"] for info in infos),
         "devices": [f"{info['ip']}:{d}" for info in infos for d in info["devices"]],
         "groups": len(groups),
+        "merge_rows": m,
     }
+
+
+def driver_merge_rows(cfg, R: int, held: dict[str, int]) -> int:
+    """Rows per merge step on the driver within eval_budget_gb, less `held` (bytes by name).
+
+    The driver holds a batch's [b, R, B] float32 logits as the groups sent them and the next batch on
+    its way, and a merge step's [m, R, B] twice more (their concatenation, the contiguous copy of the
+    first R' repetitions for a sweep)."""
+    budget = cfg.eval_budget_gb * 2**30 - sum(held.values())
+    row_bytes, b = R * cfg.B * 4, cfg.eval_batch_size
+    if 2 * b * row_bytes + 2 * row_bytes > budget:
+        besides = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in held.items())
+        raise ValueError(
+            f"evaluating through Ray, the driver holds two batches of eval_batch_size={b} rows of "
+            f"R={R} repetitions' logits, {2 * b * row_bytes / 2**30:.2f} GiB, more than the "
+            f"{max(budget, 0) / 2**30:.2f} GiB left of eval_budget_gb={cfg.eval_budget_gb:g} "
+            f"besides {besides}: lower eval_batch_size or raise eval_budget_gb"
+        )
+    return max(1, min(b, int((budget - 2 * b * row_bytes) // (2 * row_bytes))))
+
+
+def merge_steps(pieces: list, m: int):
+    """The groups' [batch, g, B] pieces of one batch side by side, [m, R, B] at a time (in r order)."""
+    import numpy as np
+
+    for i in range(0, len(pieces[0]), m):
+        yield np.concatenate([p[i : i + m] for p in pieces], axis=1)
 
 
 def _get(ray, refs):
