@@ -76,7 +76,7 @@ class SpillWatcher(threading.Thread):
 def memory_plan(log_path: Path) -> str | None:
     """evaluate.py's memory plan line (what it counts against the budget besides the logits)."""
     lines = [ln for ln in log_path.read_text().splitlines() if ln.startswith("memory plan:")]
-    return lines[0].removeprefix("memory plan: ") if lines else None
+    return lines[-1].removeprefix("memory plan: ") if lines else None  # this run's: the log grows
 
 
 def main(argv=None) -> int:

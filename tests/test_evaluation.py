@@ -136,6 +136,29 @@ def test_memory_besides_the_logits_comes_off_the_budget():
         evaluation.merge_rows(dataclasses.replace(cfg, eval_budget_gb=1800 / GiB), 6, 2, fixed)
 
 
+def test_the_largest_group_that_fits_the_budget(monkeypatch):
+    from mach import evaluation
+    from mach.config import Config
+    from mach.merge import Merge
+
+    monkeypatch.setattr(evaluation, "resident_bytes", lambda: 10_000)
+    cfg = dataclasses.replace(
+        Config(), n_features=100, hidden=(8,), B=10, n_classes=1000, eval_batch_size=4
+    )
+    params, K, b = cfg.params_per_repetition(), 1000, 4
+
+    def need(g):  # the process, g + 2 networks, the lookups and a forward step's logits twice
+        return 10_000 + (g + 2) * params * 4 + 6 * K * 4 + 2 * g * K * 4 + 2 * b * g * 10 * 4
+
+    for g in (1, 3, 6):
+        fits = dataclasses.replace(cfg, eval_budget_gb=need(g) / 2**30)
+        assert evaluation.fitting_group_size(fits, 6, Merge()) == g
+    assert (
+        evaluation.fitting_group_size(dataclasses.replace(cfg, eval_budget_gb=1e-6), 6, Merge())
+        == 0
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("score", ["logits", "probs"])
 def test_the_merge_on_the_device_equals_the_kernel(trained, score):

@@ -326,8 +326,14 @@ def grouped_topk(
             f"rows, less than one batch of eval_batch_size={b} ({b * row_bytes / 2**30:.2f} GiB): raise "
             "eval_budget_gb or lower eval_batch_size"
         )
-    held = held_besides_logits(cfg, R, len(groups[0]), merge, on_host="GPU" not in used[0].upper())
-    m = merge_rows(cfg, R, len(groups[0]), held)
+    on_host = "GPU" not in used[0].upper()
+    held = held_besides_logits(cfg, R, len(groups[0]), merge, on_host)
+    try:
+        m = merge_rows(cfg, R, len(groups[0]), held)
+    except ValueError as refused:
+        fits = fitting_group_size(cfg, R, merge, on_host)
+        hint = f" (eval_group_size={fits} fits this budget)" if fits else ""
+        raise ValueError(f"{refused}{hint}") from None
     log(
         "memory plan: "
         + " ".join(f"{k}={v / 2**30:.2f}GiB" for k, v in held.items())
@@ -430,6 +436,18 @@ def held_besides_logits(cfg, R: int, g: int, merge: Merge, on_host: bool = True)
         "networks": (g + 2) * params * 4 if on_host else 0,
         "lookups": lookups,
     }
+
+
+def fitting_group_size(cfg, R: int, merge: Merge, on_host: bool = True) -> int:
+    """The largest eval_group_size whose forward step fits eval_budget_gb beside what it holds
+    (held_besides_logits); 0 when not even one repetition does."""
+    for g in range(R, 0, -1):
+        left = cfg.eval_budget_gb * 2**30 - sum(
+            held_besides_logits(cfg, R, g, merge, on_host).values()
+        )
+        if 2 * cfg.eval_batch_size * g * cfg.B * 4 <= left:
+            return g
+    return 0
 
 
 def resident_bytes() -> int:
