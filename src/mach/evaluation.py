@@ -408,15 +408,22 @@ def merge_rows(cfg, R: int, g: int, held: dict[str, int] | None = None) -> int:
     budget = cfg.eval_budget_gb * 2**30 - sum(held.values())
     row_bytes, b, step = R * cfg.B * 4, cfg.eval_batch_size, 2 * cfg.eval_batch_size * g * cfg.B * 4
     if step > budget:
-        besides = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in held.items())
         raise ValueError(
             f"eval_batch_size={b} rows of eval_group_size={g} repetitions take "
             f"{step / 2**30:.2f} GiB of logits in memory (held twice), more than the "
-            f"{max(budget, 0) / 2**30:.2f} GiB left of eval_budget_gb={cfg.eval_budget_gb:g}"
-            + (f" besides {besides}" if besides else "")
-            + ": lower eval_batch_size or eval_group_size, or raise eval_budget_gb"
+            f"{left_of_budget(cfg, held)}: lower eval_batch_size or eval_group_size, or raise "
+            "eval_budget_gb"
         )
     return max(1, min(b, int(budget // (3 * row_bytes))))
+
+
+def left_of_budget(cfg, held: dict[str, int]) -> str:
+    """'X GiB left of eval_budget_gb=N besides process ... GiB, ...', for refusals."""
+    left = max(cfg.eval_budget_gb * 2**30 - sum(held.values()), 0) / 2**30
+    besides = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in held.items())
+    return f"{left:.2f} GiB left of eval_budget_gb={cfg.eval_budget_gb:g}" + (
+        f" besides {besides}" if besides else ""
+    )
 
 
 def held_besides_logits(cfg, R: int, g: int, merge: Merge, on_host: bool = True) -> dict[str, int]:

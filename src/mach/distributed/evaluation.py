@@ -104,15 +104,15 @@ def driver_merge_rows(cfg, R: int, held: dict[str, int]) -> int:
     The driver holds a batch's [b, R, B] float32 logits as the groups sent them and the next batch on
     its way, and a merge step's [m, R, B] twice more (their concatenation, the contiguous copy of the
     first R' repetitions for a sweep)."""
+    from mach.evaluation import left_of_budget
+
     budget = cfg.eval_budget_gb * 2**30 - sum(held.values())
     row_bytes, b = R * cfg.B * 4, cfg.eval_batch_size
     if 2 * b * row_bytes + 2 * row_bytes > budget:
-        besides = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in held.items())
         raise ValueError(
             f"evaluating through Ray, the driver holds two batches of eval_batch_size={b} rows of "
             f"R={R} repetitions' logits, {2 * b * row_bytes / 2**30:.2f} GiB, more than the "
-            f"{max(budget, 0) / 2**30:.2f} GiB left of eval_budget_gb={cfg.eval_budget_gb:g} "
-            f"besides {besides}: lower eval_batch_size or raise eval_budget_gb"
+            f"{left_of_budget(cfg, held)}: lower eval_batch_size or raise eval_budget_gb"
         )
     return max(1, min(b, int((budget - 2 * b * row_bytes) // (2 * row_bytes))))
 
