@@ -610,7 +610,7 @@ def test_an_interrupted_overwrite_is_put_back(chain, capsys):
 def test_a_killed_grouped_evaluation_leaves_no_spill_behind(chain):
     spill = chain.run_dir / f".eval-logits.tmp-{_dead_pid()}"
     spill.mkdir()
-    (spill / "logits_g00.f32").write_bytes(b"\0" * 64)
+    (spill / "logits_r0000.f32").write_bytes(b"\0" * 64)
     assert chain("evaluate", "--set", "eval_group_size=1") == 0
     assert not list(chain.run_dir.glob(".eval-logits*"))
 

@@ -5,8 +5,8 @@ Memory model: g = eval_group_size (0 = R), G = ceil(R / g) groups, n test rows, 
   Each batch is merged as soon as its logits exist; nothing goes to disk.
 - G > 1 groups: rows in chunks of c rows, c the largest multiple of b whose logits, c*R*B*4 bytes, fit
   eval_budget_gb. Per chunk, one group at a time, each loaded once: g models plus [b, g, B] float32
-  logits per step; a group's logits of the chunk go to a spill file of c*g*B*4 bytes, so the G files
-  take at most the budget, in a temporary directory of the run directory (deleted at the end; the page
+  logits per step; each repetition's logits of the chunk go to a spill file of c*B*4 bytes, so the R
+  files take at most the budget, in a temporary directory of the run directory (deleted at the end; the page
   cache keeps them in RAM when there is room). The merge then reads [m, R, B] at a time from them,
   m <= b rows such that everything in host memory stays within the budget too: what the process
   holds when evaluation starts, one group's models, the lookups and the logits (held_besides_logits,
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import gc
 import os
 import shutil
@@ -91,10 +90,11 @@ def repetition_groups(R: int, group_size: int) -> list[range]:
     return [range(start, min(R, start + size)) for start in range(0, R, size)]
 
 
-def make_forward(cfg, reps: list[TrainedRepetition], merge_R_values=None):
-    """tf.function: parsed rows -> logits [batch, len(reps), B] float32, each rep on its device; or,
-    with merge_R_values, the exact merge's top-k of the first R repetitions for each R there, merged
-    in the graph on the first repetition's device: ((labels [batch, top_k] int64, scores float32), ...).
+def make_forward(cfg, reps: list[TrainedRepetition], merge_R_values=None, stacked: bool = True):
+    """tf.function: parsed rows -> logits [batch, len(reps), B] float32, each rep on its device
+    (stacked=False: a tuple of each rep's [batch, B], without the stack's copy); or, with
+    merge_R_values, the exact merge's top-k of the first R repetitions for each R there, merged in the
+    graph on the first repetition's device: ((labels [batch, top_k] int64, scores float32), ...).
 
     Traced once for all repetitions and every batch (relaxed shapes). The rows become a CSR matrix
     once per device and feature lookup: once in all without feature hashing. The networks run their
@@ -128,6 +128,8 @@ def make_forward(cfg, reps: list[TrainedRepetition], merge_R_values=None):
                     merge_graph.merged_topk(logits[:R], lookups[:R], cfg.top_k, cfg.score, cfg.loss)
                     for R in merge_R_values
                 )
+        if not stacked:
+            return tuple(logits)
         # Stacked on the host, where they go next, so no GPU holds the whole group's logits.
         with tf.device("/CPU:0"):
             return tf.stack(logits, axis=1)
@@ -354,7 +356,7 @@ def grouped_topk(
     try:
         for first in range(0, max(n_rows, 1), chunk):
             start = time.time()
-            spilled, label_to_bucket, n_params, labels = _spill_groups(
+            paths, label_to_bucket, n_params, labels = _spill_groups(
                 cfg,
                 groups,
                 (first, first + chunk),
@@ -370,9 +372,9 @@ def grouped_topk(
             n = len(labels)
             # Rows in order, all R side by side, merge_rows at a time (the merge is row by row, so
             # any block gives the one-group path's labels and scores); the files are not mapped.
-            blocks = (np.concatenate([x(i, m) for x in spilled], axis=1) for i in range(0, n, m))
+            blocks = (_read_rows(paths, cfg.B, i, min(m, n - i)) for i in range(0, n, m))
             parts.append(merge_blocks(cfg, blocks, label_to_bucket, R_values, impl, log, merge))
-            del spilled, blocks
+            del blocks
             if chunk < n_rows:
                 log(
                     f"progress=evaluate rows={first + n}/{n_rows} (chunks of {chunk} rows) "
@@ -400,9 +402,10 @@ def merge_rows(cfg, R: int, g: int, held: dict[str, int] | None = None) -> int:
     logits would not fit in memory within eval_budget_gb, less what is held besides (`held`, bytes by
     name: held_besides_logits).
 
-    A merge step holds its rows' [rows, R, B] float32 logits three times at most (the groups' pieces,
-    their concatenation, the contiguous copy of the first R' repetitions for a sweep); a forward step
-    holds [eval_batch_size, g, B] twice (TensorFlow's result and its bytes on their way to the file).
+    A merge step's [rows, R, B] float32 logits are counted three times: the block read from the
+    files, the contiguous copy of the first R' repetitions for a sweep, and a margin for the reads'
+    buffers and the allocator. A forward step's [eval_batch_size, g, B] are counted twice: the
+    networks' outputs and TensorFlow's working memory beside them.
     """
     held = held or {}
     budget = cfg.eval_budget_gb * 2**30 - sum(held.values())
@@ -467,35 +470,41 @@ def resident_bytes() -> int:
 
 
 def _spill_groups(cfg, groups, rows, spill_dir, data_manifest, epoch, data, devices, log):
-    """The logits of test rows [first, stop) of each group in turn (a whole number of batches), each group loaded once: written
-    to spill_dir ([rows, g, B] float32 each). Returns (a reader of rows of each file, label_to_bucket
-    [R, K], parameters, the rows' true labels)."""
-    label_to_bucket, labels, n_params, spilled = [], [], 0, []
+    """The logits of test rows [first, stop) of each group in turn (a whole number of batches), each
+    group loaded once: one file per repetition in spill_dir ([rows, B] float32 each, written as the
+    forward gives them, with no [batch, g, B] stack to copy). Returns (the files in r order,
+    label_to_bucket [R, K], parameters, the rows' true labels)."""
+    label_to_bucket, labels, n_params, paths = [], [], 0, []
     for g, rs in enumerate(groups):
         reps = load_repetitions(cfg, rs, epoch, data, log, devices)
         label_to_bucket += [rep.label_to_bucket for rep in reps]
         n_params += sum(rep.model.n_params() for rep in reps)
-        forward = make_forward(cfg, reps)
-        path = spill_dir / f"logits_g{g:02d}.f32"
-        with open(path, "wb") as f:
+        forward = make_forward(cfg, reps, stacked=False)
+        group_paths = [spill_dir / f"logits_r{r:04d}.f32" for r in rs]
+        with contextlib.ExitStack() as files:
+            outs = [files.enter_context(open(path, "wb")) for path in group_paths]
             for parsed in test_batches(cfg, data_manifest, rows):
-                forward(parsed).numpy().tofile(f)  # [batch, len(rs), B] float32, no copy
+                for out, logits in zip(outs, forward(parsed)):
+                    logits.numpy().tofile(out)  # [batch, B] float32, no copy
                 if g == 0:
                     labels.extend(row_labels(parsed))
         # Drop this group's models before the next group is loaded.
         del reps, forward
         gc.collect()
         log(f"progress=evaluate group={g + 1}/{len(groups)} r={rs.start}..{rs.stop - 1}")
-        spilled.append(functools.partial(_read_rows, path, len(rs), cfg.B))
-    return spilled, np.stack(label_to_bucket), n_params, labels
+        paths += group_paths
+    return paths, np.stack(label_to_bucket), n_params, labels
 
 
-def _read_rows(path: Path, g: int, B: int, first: int, count: int) -> np.ndarray:
-    """Rows first..first+count-1 of a spill file of [rows, g, B] float32 logits."""
-    with open(path, "rb") as f:
-        f.seek(first * g * B * 4)
-        block = np.fromfile(f, np.float32, count * g * B)
-    return block.reshape(-1, g, B)
+def _read_rows(paths: list[Path], B: int, first: int, count: int) -> np.ndarray:
+    """Rows first..first+count-1 of the repetitions' spill files ([rows, B] float32 each), side by
+    side in one [count, R, B] array."""
+    block = np.empty((count, len(paths), B), np.float32)
+    for j, path in enumerate(paths):
+        with open(path, "rb") as f:
+            f.seek(first * B * 4)
+            block[:, j] = np.fromfile(f, np.float32, count * B).reshape(count, B)
+    return block
 
 
 def metric_ks(top_k: int) -> tuple[int, ...]:
