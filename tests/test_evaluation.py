@@ -81,12 +81,12 @@ def test_groups_equal_all_at_once(trained, kind, monkeypatch):
     cfg, manifest = config_of(trained[0])
     R_values = [1, 2, 4]
 
-    def run(group, budget_gb=4.0):
+    def run(group, budget_gb=4.0, log=quiet):
         c = dataclasses.replace(
             cfg, eval_group_size=group, eval_budget_gb=budget_gb, eval_batch_size=16
         )
         return evaluation.grouped_topk(
-            c, R, manifest, R_values, "compiled", quiet, Merge(kind, 2, 2), cfg.epochs
+            c, R, manifest, R_values, "compiled", log, Merge(kind, 2, 2), cfg.epochs
         )
 
     plain = run(0)
@@ -98,8 +98,11 @@ def test_groups_equal_all_at_once(trained, kind, monkeypatch):
     # A budget for 16 rows' logits (R x B x 4 bytes a row): chunks of 16, 16 and 8 rows.
     row_bytes = R * cfg.B * 4
     # In memory a merge step holds its rows' logits three times: 16.5 / 3 -> merge steps of 5 rows.
-    chunked = run(1, budget_gb=16.5 * row_bytes / 2**30)
+    lines = []
+    chunked = run(1, budget_gb=16.5 * row_bytes / 2**30, log=lines.append)
     assert chunked["chunk_rows"] == 16 and chunked["spill_bytes"] == 16 * row_bytes
+    # 3 chunks of 4 groups, in alternating order: the last group of a chunk is not loaded again.
+    assert sum(line.startswith("loaded repetitions") for line in lines) == 3 * (4 - 1) + 1
     assert chunked["merge_rows"] == 5
     assert_same_predictions(chunked, plain, R_values)
     with pytest.raises(ValueError, match="lower eval_batch_size or eval_group_size"):

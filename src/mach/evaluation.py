@@ -4,14 +4,15 @@ Memory model: g = eval_group_size (0 = R), G = ceil(R / g) groups, n test rows, 
 - One group (the default): the R models on their devices plus [b, R, B] float32 logits per step.
   Each batch is merged as soon as its logits exist; nothing goes to disk.
 - G > 1 groups: rows in chunks of c rows, c the largest multiple of b whose logits, c*R*B*4 bytes, fit
-  eval_budget_gb. Per chunk, one group at a time, each loaded once: g models plus [b, g, B] float32
+  eval_budget_gb. Per chunk, one group at a time, each loaded once (the last group of a chunk stays
+  loaded as the first of the next: the order alternates): g models plus [b, g, B] float32
   logits per step; each repetition's logits of the chunk go to a spill file of c*B*4 bytes, so the R
   files take at most the budget, in a temporary directory of the run directory (deleted at the end; the page
   cache keeps them in RAM when there is room). The merge then reads [m, R, B] at a time from them,
   m <= b rows such that everything in host memory stays within the budget too: what the process
   holds when evaluation starts, one group's models, the lookups and the logits (held_besides_logits,
   merge_rows). Whatever n, R and B, the spilled logits and the host memory stay within the budget; a
-  test set larger than one chunk loads each group once per chunk.
+  test set of k chunks loads the G groups k(G - 1) + 1 times.
 The merge sees the same logits in the same r order either way, so labels and float32 scores are
 bit-identical. Repetition j of a group runs on device j // R_per_device of the visible GPUs (else
 the logical CPUs); R_per_device = 0 puts the whole group on the first.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 import os
 import shutil
@@ -354,17 +356,21 @@ def grouped_topk(
     spill_dir.mkdir()
     parts, true_labels, forward_s, started = [], [], 0.0, time.time()
     try:
-        for first in range(0, max(n_rows, 1), chunk):
+        kept: dict = {}  # the last group of a chunk stays loaded as the first of the next
+        for c, first in enumerate(range(0, max(n_rows, 1), chunk)):
             start = time.time()
+            order = list(range(len(groups)))[:: 1 if c % 2 == 0 else -1]
             paths, label_to_bucket, n_params, labels = _spill_groups(
                 cfg,
                 groups,
+                order,
+                kept,
                 (first, first + chunk),
                 spill_dir,
                 data_manifest,
-                epoch,
-                data,
-                devices,
+                functools.partial(
+                    load_repetitions, cfg, epoch=epoch, data=data, log=log, devices=devices
+                ),
                 log,
             )
             forward_s += time.time() - start
@@ -381,6 +387,7 @@ def grouped_topk(
                     f"seconds={time.time() - started:.0f}"
                 )
     finally:
+        kept.clear()
         shutil.rmtree(spill_dir, ignore_errors=True)
     return {
         "topk": {Rv: np.concatenate([p["topk"][Rv] for p in parts]) for Rv in R_values},
@@ -469,31 +476,41 @@ def resident_bytes() -> int:
         return peak_memory()["peak_host_memory_bytes"]
 
 
-def _spill_groups(cfg, groups, rows, spill_dir, data_manifest, epoch, data, devices, log):
-    """The logits of test rows [first, stop) of each group in turn (a whole number of batches), each
-    group loaded once: one file per repetition in spill_dir ([rows, B] float32 each, written as the
-    forward gives them, with no [batch, g, B] stack to copy). Returns (the files in r order,
-    label_to_bucket [R, K], parameters, the rows' true labels)."""
-    label_to_bucket, labels, n_params, paths = [], [], 0, []
-    for g, rs in enumerate(groups):
-        reps = load_repetitions(cfg, rs, epoch, data, log, devices)
-        label_to_bucket += [rep.label_to_bucket for rep in reps]
+def _spill_groups(cfg, groups, order, kept, rows, spill_dir, data_manifest, load, log):
+    """The logits of test rows [first, stop) (a whole number of batches) of each group, in `order`,
+    each loaded once: one file per repetition in spill_dir ([rows, B] float32 each, written as the
+    forward gives them, with no [batch, g, B] stack to copy). kept: {group: (reps, forward)}, at most
+    one group, loaded before and used again here; the last group is left in it. load: repetitions
+    rs -> their TrainedRepetitions. Returns (the files in r order, label_to_bucket [R, K] in r order,
+    parameters, the rows' true labels)."""
+    lookups, labels, n_params = {}, [], 0
+    for g in order:
+        rs = groups[g]
+        if g not in kept:
+            # Drop the group held before the next is loaded: one group's models at a time.
+            kept.clear()
+            gc.collect()
+            reps = load(rs)
+            kept[g] = (reps, make_forward(cfg, reps, stacked=False))
+        reps, forward = kept[g]
+        lookups[g] = [rep.label_to_bucket for rep in reps]
         n_params += sum(rep.model.n_params() for rep in reps)
-        forward = make_forward(cfg, reps, stacked=False)
-        group_paths = [spill_dir / f"logits_r{r:04d}.f32" for r in rs]
         with contextlib.ExitStack() as files:
-            outs = [files.enter_context(open(path, "wb")) for path in group_paths]
+            outs = [files.enter_context(open(_spill_path(spill_dir, r), "wb")) for r in rs]
             for parsed in test_batches(cfg, data_manifest, rows):
                 for out, logits in zip(outs, forward(parsed)):
                     logits.numpy().tofile(out)  # [batch, B] float32, no copy
-                if g == 0:
+                if g == order[0]:
                     labels.extend(row_labels(parsed))
-        # Drop this group's models before the next group is loaded.
         del reps, forward
-        gc.collect()
         log(f"progress=evaluate group={g + 1}/{len(groups)} r={rs.start}..{rs.stop - 1}")
-        paths += group_paths
-    return paths, np.stack(label_to_bucket), n_params, labels
+    paths = [_spill_path(spill_dir, r) for rs in groups for r in rs]
+    label_to_bucket = np.stack([lookup for g in range(len(groups)) for lookup in lookups[g]])
+    return paths, label_to_bucket, n_params, labels
+
+
+def _spill_path(spill_dir: Path, r: int) -> Path:
+    return spill_dir / f"logits_r{r:04d}.f32"
 
 
 def _read_rows(paths: list[Path], B: int, first: int, count: int) -> np.ndarray:
