@@ -192,15 +192,24 @@ def sweep_sizes(R: int) -> list[int]:
 
 
 def merge_blocks(
-    cfg, blocks, label_to_bucket: np.ndarray, R_values: list[int], impl: str, log, merge: Merge
+    cfg,
+    blocks,
+    label_to_bucket: np.ndarray,
+    R_values: list[int],
+    impl: str,
+    log,
+    merge: Merge,
+    inverse=None,
 ) -> dict:
     """Top-k labels and scores of logit blocks [batch, R, B] float32 for each R in R_values (the first
     R repetitions). blocks: any iterable; the time spent producing them counts as forward_s.
-    label_to_bucket: [R, K] int32. merge: which labels are scored (mach.merge.Merge).
+    label_to_bucket: [R, K] int32. merge: which labels are scored (mach.merge.Merge). inverse: the
+    inverse lookups a candidate merge reads (load_inverse_lookups), loaded here when not given.
 
     Returns {"topk": {R: [n, top_k] int64}, "scores": {R: [n, top_k] float32}, "forward_s", "merge_s"}.
     """
-    inverse = None if merge.kind == "exact" else load_inverse_lookups(cfg, label_to_bucket)
+    if inverse is None and merge.kind != "exact":
+        inverse = load_inverse_lookups(cfg, label_to_bucket)
     topk = {R: [] for R in R_values}
     scores = {R: [] for R in R_values}
     rows, forward_s, merge_s = 0, 0.0, 0.0
@@ -341,7 +350,7 @@ def grouped_topk(
     log(
         "memory plan: "
         + " ".join(f"{k}={v / 2**30:.2f}GiB" for k, v in held.items())
-        + f" logits<={(cfg.eval_budget_gb * 2**30 - sum(held.values())) / 2**30:.2f}GiB "
+        + f" logits<={left_bytes(cfg, held) / 2**30:.2f}GiB "
         f"merge_rows={m} chunk_rows={min(chunk, n_rows)}"
     )
     need, free = min(chunk, n_rows) * row_bytes, shutil.disk_usage(cfg.run_dir()).free
@@ -357,6 +366,10 @@ def grouped_topk(
     parts, true_labels, forward_s, started = [], [], 0.0, time.time()
     try:
         kept: dict = {}  # the last group of a chunk stays loaded as the first of the next
+        load = functools.partial(
+            load_repetitions, cfg, epoch=epoch, data=data, log=log, devices=devices
+        )
+        inverse = None  # a candidate merge's inverse lookups: the same for every chunk
         for c, first in enumerate(range(0, max(n_rows, 1), chunk)):
             start = time.time()
             order = list(range(len(groups)))[:: 1 if c % 2 == 0 else -1]
@@ -368,9 +381,7 @@ def grouped_topk(
                 (first, first + chunk),
                 spill_dir,
                 data_manifest,
-                functools.partial(
-                    load_repetitions, cfg, epoch=epoch, data=data, log=log, devices=devices
-                ),
+                load,
                 log,
             )
             forward_s += time.time() - start
@@ -379,7 +390,11 @@ def grouped_topk(
             # Rows in order, all R side by side, merge_rows at a time (the merge is row by row, so
             # any block gives the one-group path's labels and scores); the files are not mapped.
             blocks = (_read_rows(paths, cfg.B, i, min(m, n - i)) for i in range(0, n, m))
-            parts.append(merge_blocks(cfg, blocks, label_to_bucket, R_values, impl, log, merge))
+            if inverse is None and merge.kind != "exact":
+                inverse = load_inverse_lookups(cfg, label_to_bucket)
+            parts.append(
+                merge_blocks(cfg, blocks, label_to_bucket, R_values, impl, log, merge, inverse)
+            )
             del blocks
             if chunk < n_rows:
                 log(
@@ -415,8 +430,8 @@ def merge_rows(cfg, R: int, g: int, held: dict[str, int] | None = None) -> int:
     networks' outputs and TensorFlow's working memory beside them.
     """
     held = held or {}
-    budget = cfg.eval_budget_gb * 2**30 - sum(held.values())
-    row_bytes, b, step = R * cfg.B * 4, cfg.eval_batch_size, 2 * cfg.eval_batch_size * g * cfg.B * 4
+    budget, row_bytes, step = left_bytes(cfg, held), R * cfg.B * 4, forward_step_bytes(cfg, g)
+    b = cfg.eval_batch_size
     if step > budget:
         raise ValueError(
             f"eval_batch_size={b} rows of eval_group_size={g} repetitions take "
@@ -427,9 +442,19 @@ def merge_rows(cfg, R: int, g: int, held: dict[str, int] | None = None) -> int:
     return max(1, min(b, int(budget // (3 * row_bytes))))
 
 
+def forward_step_bytes(cfg, g: int) -> int:
+    """A forward step's [eval_batch_size, g, B] float32 logits, counted twice (merge_rows)."""
+    return 2 * cfg.eval_batch_size * g * cfg.B * 4
+
+
+def left_bytes(cfg, held: dict[str, int]) -> float:
+    """What eval_budget_gb leaves for logits beside `held` (bytes by name), in bytes."""
+    return cfg.eval_budget_gb * 2**30 - sum(held.values())
+
+
 def left_of_budget(cfg, held: dict[str, int]) -> str:
     """'X GiB left of eval_budget_gb=N besides process ... GiB, ...', for refusals."""
-    left = max(cfg.eval_budget_gb * 2**30 - sum(held.values()), 0) / 2**30
+    left = max(left_bytes(cfg, held), 0) / 2**30
     besides = ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in held.items())
     return f"{left:.2f} GiB left of eval_budget_gb={cfg.eval_budget_gb:g}" + (
         f" besides {besides}" if besides else ""
@@ -459,10 +484,9 @@ def fitting_group_size(cfg, R: int, merge: Merge, on_host: bool = True) -> int:
     """The largest eval_group_size whose forward step fits eval_budget_gb beside what it holds
     (held_besides_logits); 0 when not even one repetition does."""
     for g in range(R, 0, -1):
-        left = cfg.eval_budget_gb * 2**30 - sum(
-            held_besides_logits(cfg, R, g, merge, on_host).values()
-        )
-        if 2 * cfg.eval_batch_size * g * cfg.B * 4 <= left:
+        if forward_step_bytes(cfg, g) <= left_bytes(
+            cfg, held_besides_logits(cfg, R, g, merge, on_host)
+        ):
             return g
     return 0
 

@@ -104,9 +104,9 @@ def driver_merge_rows(cfg, R: int, held: dict[str, int]) -> int:
     The driver holds a batch's [b, R, B] float32 logits as the groups sent them and the next batch on
     its way, and a merge step's [m, R, B] twice more (their concatenation, the contiguous copy of the
     first R' repetitions for a sweep)."""
-    from mach.evaluation import left_of_budget
+    from mach.evaluation import left_bytes, left_of_budget
 
-    budget = cfg.eval_budget_gb * 2**30 - sum(held.values())
+    budget = left_bytes(cfg, held)
     row_bytes, b = R * cfg.B * 4, cfg.eval_batch_size
     if 2 * b * row_bytes + 2 * row_bytes > budget:
         raise ValueError(
