@@ -239,6 +239,37 @@ def test_keeping_every_epoch_is_refused_up_front_when_the_disk_is_too_small(tiny
     assert not list(cfg.ckpt_dir(0).glob("ckpt-*"))  # refused before anything was written
 
 
+def test_auto_keeps_at_most_ten_epochs_of_weights_within_the_budget():
+    gib = 2**30
+    kept = lambda policy, epochs: [  # noqa: E731
+        e for e in range(1, epochs + 1) if weights.is_kept(policy, e, epochs)
+    ]
+    assert weights.keep_policy("auto", gib // 100, 10, 100 * gib)[0] == "all"
+    policy, why = weights.keep_policy("auto", gib // 100, 50, 100 * gib)
+    assert policy == "every 5" and "10 of 50 epochs" in why
+    assert kept(policy, 50) == [5, 10, 15, 20, 25, 30, 35, 40, 45, 50]
+    assert kept(weights.keep_policy("auto", gib // 100, 25, 100 * gib)[0], 25) == [
+        *range(3, 25, 3),
+        25,  # the last epoch is always kept
+    ]
+    # Ten epochs of 0.5 GiB fit in 4 GiB only as one: then only the last is kept, as before.
+    assert weights.keep_policy("auto", gib // 2, 50, 100 * gib)[0] == "last"
+    assert weights.keep_policy("auto", gib // 2, 9, 100 * gib)[0] == "last"
+    assert weights.keep_policy("all", gib // 100, 50, 100 * gib)[0] == "all"
+    assert kept("all", 12) == kept("last", 12) == list(range(1, 13))
+
+
+@pytest.mark.slow
+def test_many_short_epochs_keep_every_nth_epochs_weights_and_say_so(tiny_cfg):
+    cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=12))
+    summaries = train_repetitions(cfg, [0, 1], manifest, quiet)
+    assert summaries[0]["epoch_weights"] == [2, 4, 6, 8, 10, 12]
+    assert not weights.epoch_file(cfg.ckpt_dir(1), 3).exists()
+    with pytest.raises(FileNotFoundError, match=r"kept epochs 2, 4, .* every 2 and the last"):
+        weights.resolve_epoch(cfg, 2, 3)
+    assert weights.resolve_epoch(cfg, 2, 4) == (4, "epoch 4 of 12")
+
+
 @pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_model(tiny_cfg):
     cfg, manifest = preprocess(dataclasses.replace(tiny_cfg, epochs=1))

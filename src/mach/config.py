@@ -228,8 +228,8 @@ class Config:
     )
     keep_epoch_weights: str = setting(
         "auto",
-        "weights of every epoch (for evaluate.py --epoch): all, last, auto = all while they take at "
-        "most 10% of the free disk and 4 GiB",
+        "weights of every epoch (for evaluate.py --epoch): all, last, auto = every epoch while they take "
+        "at most 10% of the free disk and 4 GiB, past 10 epochs every n-th and the last (at most 10)",
         TRAIN,
         ("auto", "all", "last"),
     )

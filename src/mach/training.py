@@ -320,8 +320,9 @@ def _train_epochs(cfg, reps, files, rows, steps_per_epoch, policy, log) -> None:
             _train_epoch(
                 cfg, active, train_step, batches, epoch, steps_per_epoch, rows, writers, log
             )
-            for rep in active:
-                weights.save_epoch(rep.dir, epoch + 1, rep.model.arrays(), *policy)
+            if weights.is_kept(policy[0], epoch + 1, cfg.epochs):
+                for rep in active:
+                    weights.save_epoch(rep.dir, epoch + 1, rep.model.arrays(), *policy)
             # Short epochs are not each worth a full checkpoint (writing R of them can take longer
             # than the epoch); the last epoch, and every epoch with keep_checkpoints=0, always is.
             due = time.time() - last_save >= cfg.checkpoint_interval_s

@@ -10,6 +10,7 @@ TensorFlow. A file is listed in weights.json only once complete, and checked aga
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -18,9 +19,11 @@ import numpy as np
 from mach.files import read_json_checked, save_npz_atomic, sha256_file, write_json_atomic
 
 MANIFEST = "weights.json"
-# keep_epoch_weights="auto" keeps every epoch while the run's files stay under both budgets.
+# keep_epoch_weights="auto" keeps every epoch while the run's files stay under both budgets, and at
+# most AUTO_MAX_EPOCHS of them: past that, every n-th epoch and the last.
 AUTO_MAX_BYTES = 4 * 2**30
 AUTO_MAX_DISK_SHARE = 0.10
+AUTO_MAX_EPOCHS = 10
 
 
 def epoch_file(ckpt_dir: Path, epoch: int) -> Path:
@@ -30,18 +33,38 @@ def epoch_file(ckpt_dir: Path, epoch: int) -> Path:
 def keep_policy(
     setting: str, bytes_per_epoch: int, epochs: int, free_bytes: int
 ) -> tuple[str, str]:
-    """("all" or "last", why) for keep_epoch_weights=setting; bytes_per_epoch covers all repetitions."""
+    """("all", "last" or "every N", why) for keep_epoch_weights=setting; bytes_per_epoch covers all
+    repetitions.
+
+    auto keeps at most AUTO_MAX_EPOCHS epochs: small data trains many short epochs (enough for 100
+    optimiser steps: 50 epochs of two steps at 333 rows), and writing each one's weights took as long
+    as training them (experiments/training-floor)."""
     total = bytes_per_epoch * epochs
     size = f"{epochs} epochs x {bytes_per_epoch / 2**20:.1f} MiB = {total / 2**30:.2f} GiB"
     if setting != "auto":
         return setting, f"keep_epoch_weights={setting} ({size} for all epochs)"
     budget = min(AUTO_MAX_BYTES, AUTO_MAX_DISK_SHARE * free_bytes)
-    if total <= budget:
+    every = math.ceil(epochs / AUTO_MAX_EPOCHS)
+    if every == 1 and total <= budget:
         return "all", f"keep_epoch_weights=auto: all epochs fit ({size})"
+    kept = sum(is_kept(f"every {every}", e, epochs) for e in range(1, epochs + 1))
+    if every > 1 and kept * bytes_per_epoch <= budget:
+        return f"every {every}", (
+            f"keep_epoch_weights=auto: {kept} of {epochs} epochs, every {every} and the last "
+            f"({kept * bytes_per_epoch / 2**30:.2f} GiB; all would be {size})"
+        )
     return "last", (
         f"keep_epoch_weights=auto: all epochs would take {size}, over the budget of "
         f"{budget / 2**30:.2f} GiB (4 GiB and 10% of the free disk); only the last epoch is kept"
     )
+
+
+def is_kept(policy: str, epoch: int, epochs: int) -> bool:
+    """Whether training writes the weights after `epoch` (1-based) of `epochs` under policy ("last"
+    writes each epoch and drops the one before, so an unfinished run has its latest)."""
+    if policy.startswith("every "):
+        return epoch % int(policy.split()[1]) == 0 or epoch == epochs
+    return True
 
 
 def read_manifest(ckpt_dir: Path) -> dict:
