@@ -37,8 +37,8 @@ def keep_policy(
     repetitions.
 
     auto keeps at most AUTO_MAX_EPOCHS epochs: small data trains many short epochs (enough for 100
-    optimiser steps: 50 epochs of two steps at 333 rows), and writing each one's weights took as long
-    as training them (experiments/training-floor)."""
+    optimiser steps: 50 epochs of two steps at 333 rows), and writing each one's weights took up to
+    twice as long as training them (experiments/training-floor)."""
     total = bytes_per_epoch * epochs
     size = f"{epochs} epochs x {bytes_per_epoch / 2**20:.1f} MiB = {total / 2**30:.2f} GiB"
     if setting != "auto":
