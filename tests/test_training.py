@@ -239,11 +239,12 @@ def test_keeping_every_epoch_is_refused_up_front_when_the_disk_is_too_small(tiny
     assert not list(cfg.ckpt_dir(0).glob("ckpt-*"))  # refused before anything was written
 
 
+def kept(policy: str, epochs: int) -> list[int]:
+    return [e for e in range(1, epochs + 1) if weights.is_kept(policy, e, epochs)]
+
+
 def test_auto_keeps_at_most_ten_epochs_of_weights_within_the_budget():
     gib = 2**30
-    kept = lambda policy, epochs: [  # noqa: E731
-        e for e in range(1, epochs + 1) if weights.is_kept(policy, e, epochs)
-    ]
     assert weights.keep_policy("auto", gib // 100, 10, 100 * gib)[0] == "all"
     policy, why = weights.keep_policy("auto", gib // 100, 50, 100 * gib)
     assert policy == "every 5" and "10 of 50 epochs" in why
@@ -252,7 +253,7 @@ def test_auto_keeps_at_most_ten_epochs_of_weights_within_the_budget():
         *range(3, 25, 3),
         25,  # the last epoch is always kept
     ]
-    # Ten epochs of 0.5 GiB fit in 4 GiB only as one: then only the last is kept, as before.
+    # Over the budget (4 GiB here) only the last is kept, as before: 10 of 50 epochs or 9 of 9.
     assert weights.keep_policy("auto", gib // 2, 50, 100 * gib)[0] == "last"
     assert weights.keep_policy("auto", gib // 2, 9, 100 * gib)[0] == "last"
     assert weights.keep_policy("all", gib // 100, 50, 100 * gib)[0] == "all"
